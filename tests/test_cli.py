@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+
+from media_helpers import write_clip
+
+from captioner.cli import main
+
+
+def test_cli_captions_images_and_videos_and_reports_bad_paths(tmp_path, dog_photo, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", dog_photo)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    paths = [str(dog_photo), str(tmp_path / "missing.jpg"), str(tmp_path / "broken.png"), str(clip)]
+    code = main(["caption", "--json", "--top-k", "3", *paths])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    assert [line["path"] for line in lines] == paths
+    assert "dog" in lines[0]["caption"].split() and "dog" in lines[3]["caption"].split()
+    assert all(len(step["alternatives"]) == 3 for step in lines[0]["steps"])
+    assert "no such file" in lines[1]["error"] and "not an image" in lines[2]["error"]
+    assert "missing.jpg" in err and "broken.png" in err
+
+
+def test_cli_plain_output_and_beam(dog_photo, capsys):
+    assert main(["caption", "--beam", "3", str(dog_photo)]) == 0
+    path, caption = capsys.readouterr().out.strip().split("\t")
+    assert path == str(dog_photo) and "dog" in caption.split()
+
+
+def test_cli_missing_checkpoint_is_a_clear_error(tmp_path, dog_photo, capsys):
+    assert main(["caption", "--checkpoint", str(tmp_path / "none.safetensors"), str(dog_photo)]) == 2
+    assert "does not exist" in capsys.readouterr().err

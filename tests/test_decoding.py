@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captioner.decoding import beam_search, greedy_decode
+
+
+def _ids(vocab):
+    return {"start_id": vocab.start_id, "end_id": vocab.end_id}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beam_size_one_equals_greedy(small_model, small_vocab, seed):
+    torch.manual_seed(seed)
+    features = torch.randn(4, 16) * 3
+    greedy = greedy_decode(small_model, features, max_length=12, top_k=3, **_ids(small_vocab))
+    beam = beam_search(small_model, features, beam_size=1, max_length=12, top_k=3, **_ids(small_vocab))
+    for g, b in zip(greedy, beam):
+        assert g.token_ids == b.token_ids
+        assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
+        assert g.finished == b.finished
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_top_k_sorted_probabilities_containing_choice(small_model, small_vocab, beam_size):
+    torch.manual_seed(1)
+    features = torch.randn(3, 16) * 3
+    decoded = beam_search(
+        small_model, features, beam_size=beam_size, max_length=10, top_k=4, **_ids(small_vocab)
+    )
+    for sequence in decoded:
+        assert sequence.steps
+        for step in sequence.steps:
+            assert len(step.top_ids) == len(step.top_probs) == 4
+            assert list(step.top_probs) == sorted(step.top_probs, reverse=True)
+            assert all(0.0 <= p <= 1.0 for p in step.top_probs)
+            assert sum(step.top_probs) <= 1.0 + 1e-5
+            if step.token_id in step.top_ids:
+                assert step.prob == pytest.approx(step.top_probs[step.top_ids.index(step.token_id)], rel=1e-5)
+            else:  # beam search may keep a word outside this step's top-k; it must then be less likely
+                assert step.prob <= step.top_probs[-1] + 1e-7
+
+
+def test_greedy_chooses_the_top_word(small_model, small_vocab):
+    torch.manual_seed(2)
+    for sequence in greedy_decode(
+        small_model, torch.randn(3, 16), max_length=8, top_k=2, **_ids(small_vocab)
+    ):
+        assert all(step.token_id == step.top_ids[0] for step in sequence.steps)
+
+
+def test_max_length_is_respected(small_model, small_vocab):
+    for sequence in greedy_decode(
+        small_model, torch.randn(2, 16), max_length=3, top_k=1, **_ids(small_vocab)
+    ):
+        assert len(sequence.steps) <= 3

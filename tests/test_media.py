@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from media_helpers import write_clip
+from PIL import Image
+
+from captioner.media import MediaError, is_video_path, load_image, read_video_frames
+
+
+def _photo() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "I", "F", "1"])
+def test_odd_colour_modes_become_rgb(tmp_path, mode):
+    image = _photo().convert(mode) if mode not in ("I;16", "F") else _photo().convert("L").convert(mode)
+    suffix = ".tiff" if mode in ("I;16", "I", "F", "CMYK") else ".png"
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and loaded.size == (60, 40)
+
+
+def test_transparent_pixels_become_white():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (60, 40))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert load_image(path).size == (40, 60)
+
+
+def test_arrays_and_bytes(tmp_path):
+    assert load_image(np.zeros((8, 9, 3), dtype=np.uint8)).size == (9, 8)
+    assert load_image(np.ones((8, 9), dtype=np.float32)).size == (9, 8)
+    buffer = io.BytesIO()
+    _photo().save(buffer, format="JPEG")
+    assert load_image(buffer.getvalue()).size == (60, 40)
+    with pytest.raises(MediaError, match="HxW"):
+        load_image(np.zeros((2, 3, 5)))
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello, not an image")
+    buffer = io.BytesIO()
+    _photo().save(buffer, format="PNG")
+    (tmp_path / "truncated.png").write_bytes(buffer.getvalue()[:200])
+    with pytest.raises(MediaError, match="empty"):
+        load_image(tmp_path / "empty.jpg")
+    with pytest.raises(MediaError, match="not an image"):
+        load_image(tmp_path / "text.jpg")
+    with pytest.raises(MediaError, match="corrupt or truncated"):
+        load_image(tmp_path / "truncated.png")
+    with pytest.raises(MediaError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_video_frames_evenly_spaced(tmp_path, dog_photo):
+    clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=16, fps=8)
+    assert is_video_path(clip) and not is_video_path(dog_photo)
+    frames = read_video_frames(clip, num_frames=4)
+    assert [round(f.time, 3) for f in frames] == [0.0, 0.625, 1.25, 1.875]  # frames 0, 5, 10, 15
+    assert all(f.image.mode == "RGB" and f.image.size == (192, 192) for f in frames)
+    assert len(read_video_frames(clip, num_frames=50)) == 16
+    assert len(read_video_frames(clip, num_frames=4, max_frames=8)) == 4
+
+
+def test_broken_videos_give_clear_errors(tmp_path, dog_photo):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(MediaError, match="empty"):
+        read_video_frames(tmp_path / "empty.mp4")
+    with pytest.raises(MediaError, match="not a readable video"):
+        read_video_frames(tmp_path / "junk.mp4")
+    with pytest.raises(MediaError, match="no such file"):
+        read_video_frames(tmp_path / "missing.mp4")

@@ -1,0 +1,97 @@
+"""A tiny real training run on the committed mini corpus (real encoder, real features)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from captioner.checkpoint import load_checkpoint
+from training.datasets import load_corpus
+from training.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def features_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("features")
+
+
+def _config(mini_corpus, run, features_root, **overrides) -> TrainConfig:
+    settings = dict(
+        data=str(mini_corpus),
+        run=str(run),
+        features=str(features_root),
+        min_count=1,
+        embed_dim=32,
+        hidden_dim=48,
+        dropout=0.1,
+        batch_size=16,
+        lr=5e-3,
+        lr_decay=1.0,
+        epochs=10,
+        patience=100,
+        seed=3,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def _log(run):
+    with open(run / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_loss_falls_and_writes_a_loadable_checkpoint(tmp_path, mini_corpus, features_root):
+    best = train(_config(mini_corpus, tmp_path, features_root))
+    losses = [float(row["train_loss"]) for row in _log(tmp_path)]
+    assert len(losses) == 10
+    assert losses[-1] < 0.75 * losses[0]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    checkpoint = load_checkpoint(best)
+    train_captions = [c for i in load_corpus(mini_corpus) if i.split == "train" for c in i.captions]
+    assert "dog" in checkpoint.vocab.tokens
+    assert checkpoint.config.vocab_size == len(checkpoint.vocab) > 50
+    assert checkpoint.training["train_images"] == 24 and len(train_captions) == 120
+    assert checkpoint.encoder.name == "efficientnet_lite0"
+    assert "BLEU-4" in checkpoint.metrics["val_greedy"]
+
+
+def test_resume_reaches_the_same_weights(tmp_path, mini_corpus, features_root):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_config(mini_corpus, straight, features_root, epochs=3))
+    train(_config(mini_corpus, resumed, features_root, epochs=2))
+    train(_config(mini_corpus, resumed, features_root, epochs=3, resume=True))
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(resumed / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert json.loads(a["history"])[-1]["train_loss"] == json.loads(b["history"])[-1]["train_loss"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, mini_corpus, features_root):
+    train(_config(mini_corpus, tmp_path, features_root, epochs=1))
+    with pytest.raises(ValueError, match="different vocabulary or model shape"):
+        train(_config(mini_corpus, tmp_path, features_root, epochs=2, hidden_dim=40, resume=True))
+
+
+def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, features_root):
+    from captioner.encoders import build_encoder
+    from training.feature_cache import extract_features, open_cache
+
+    encoder = build_encoder("efficientnet_lite0")
+    paths = [image.path for image in load_corpus(mini_corpus)][:4]
+    cache = extract_features(encoder, paths, tmp_path)
+    assert cache.features.shape == (4, 1280, 7, 7)
+    spec = encoder.spec.to_dict()
+    assert open_cache(tmp_path, spec, [p.name for p in paths]) is not None
+    assert open_cache(tmp_path, spec, [p.name for p in paths[:3]]) is None
+    assert (
+        open_cache(
+            tmp_path, dataclasses.replace(encoder.spec, image_size=240).to_dict(), [p.name for p in paths]
+        )
+        is None
+    )

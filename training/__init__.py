@@ -1,0 +1,1 @@
+"""Training scripts: build vocabulary, extract features, train, evaluate (``python -m training.<name>``)."""

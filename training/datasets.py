@@ -1,0 +1,81 @@
+"""Caption corpora in their own formats: Flickr8k text files and Karpathy-style JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CaptionedImage", "load_corpus", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+_FLICKR8K_SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "val": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    """One image with its reference captions (raw text, as the annotators wrote them)."""
+
+    path: Path
+    split: str
+    captions: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_corpus(data_dir: str | Path, *, annotations: str | Path | None = None) -> list[CaptionedImage]:
+    """Read a captioned-image corpus, sorted by file name.
+
+    Args:
+        data_dir: Folder holding ``images/`` and either ``Flickr8k_text/`` or a
+            ``dataset_*.json`` file.
+        annotations: A Karpathy-style ``dataset_*.json`` (Flickr8k/30k, COCO) to use
+            instead of the Flickr8k text files; relative paths are taken from ``data_dir``.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    if annotations is not None:
+        json_path = Path(annotations)
+        return _load_karpathy(json_path if json_path.is_absolute() else data_dir / json_path, data_dir)
+    if (data_dir / "Flickr8k_text").is_dir():
+        return _load_flickr8k(data_dir)
+    candidates = sorted(data_dir.glob("dataset_*.json"))
+    if candidates:
+        return _load_karpathy(candidates[0], data_dir)
+    raise FileNotFoundError(f"{data_dir} has neither Flickr8k_text/ nor a dataset_*.json annotation file")
+
+
+def _load_flickr8k(data_dir: Path) -> list[CaptionedImage]:
+    text_dir = data_dir / "Flickr8k_text"
+    captions: dict[str, list[str]] = defaultdict(list)
+    for line in (text_dir / "Flickr8k.token.txt").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        key, caption = line.split("\t", 1)
+        captions[key.split("#", 1)[0]].append(caption.strip())
+    images = []
+    for split, file_name in _FLICKR8K_SPLIT_FILES.items():
+        for name in (text_dir / file_name).read_text(encoding="utf-8").split():
+            if name not in captions:
+                raise ValueError(f"{name} is listed in {file_name} but has no captions")
+            images.append(CaptionedImage(data_dir / "images" / name, split, tuple(captions[name])))
+    return sorted(images, key=lambda image: image.name)
+
+
+def _load_karpathy(json_path: Path, data_dir: Path) -> list[CaptionedImage]:
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    images = []
+    for entry in data["images"]:
+        split = {"restval": "train"}.get(entry["split"], entry["split"])
+        folder = data_dir / "images" if not entry.get("filepath") else data_dir / entry["filepath"]
+        sentences = tuple(s["raw"].strip() for s in entry["sentences"])
+        images.append(CaptionedImage(folder / entry["filename"], split, sentences))
+    return sorted(images, key=lambda image: str(image.path))

@@ -1,0 +1,107 @@
+"""Encoder feature cache: one fp16 ``.npy`` of feature maps plus a JSON description.
+
+The JSON records the encoder spec and the image list; a cache is reused only when both
+match, and only once marked complete (an interrupted extraction is redone, never used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from captioner.encoders import ImageEncoder
+from captioner.media import load_image
+
+__all__ = ["FeatureCache", "extract_features", "open_cache"]
+
+_META = "meta.json"
+_ARRAY = "features.npy"
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    """Feature maps (N, C, H, W) fp16, memory-mapped, and the image names in row order."""
+
+    features: np.ndarray
+    names: list[str]
+
+    def rows(self, names: Sequence[str]) -> np.ndarray:
+        """Row indices of ``names``."""
+        index = {name: i for i, name in enumerate(self.names)}
+        return np.array([index[name] for name in names], dtype=np.int64)
+
+
+class _ImageFolder(Dataset):
+    def __init__(self, paths: Sequence[Path], transform) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[index]))
+
+
+def open_cache(cache_dir: Path, encoder_spec: dict, names: Sequence[str]) -> FeatureCache | None:
+    """The cache in ``cache_dir`` if it is complete and matches encoder and images, else None."""
+    meta_path = cache_dir / _META
+    if not meta_path.is_file() or not (cache_dir / _ARRAY).is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("complete") or meta.get("encoder") != json.loads(json.dumps(encoder_spec)):
+        return None
+    if meta.get("names") != list(names):
+        return None
+    features = np.load(cache_dir / _ARRAY, mmap_mode="r")
+    if features.shape[0] != len(names):
+        return None
+    return FeatureCache(features, list(names))
+
+
+def extract_features(
+    encoder: ImageEncoder,
+    paths: Sequence[Path],
+    cache_dir: Path,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> FeatureCache:
+    """Encode every image in ``paths`` (batched, channels_last) into ``cache_dir``; reuse if valid."""
+    names = [p.name for p in paths]
+    spec = encoder.spec.to_dict()
+    cached = open_cache(cache_dir, spec, names)
+    if cached is not None:
+        return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / _META).unlink(missing_ok=True)
+    encoder = encoder.to(memory_format=torch.channels_last)
+    loader = DataLoader(
+        _ImageFolder(paths, encoder.spec.transform()), batch_size=batch_size, num_workers=num_workers
+    )
+    array = None
+    row = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"features {encoder.spec.name}", unit="batch"):
+            maps = encoder(batch.contiguous(memory_format=torch.channels_last))  # (B, C, H, W)
+            if array is None:
+                array = np.lib.format.open_memmap(
+                    cache_dir / _ARRAY, mode="w+", dtype=np.float16, shape=(len(paths), *maps.shape[1:])
+                )
+            array[row : row + len(maps)] = maps.float().numpy().astype(np.float16)
+            row += len(maps)
+    assert array is not None and row == len(paths)
+    array.flush()
+    del array
+    meta = {"complete": True, "encoder": spec, "names": names}
+    tmp = cache_dir / (_META + ".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, cache_dir / _META)
+    return open_cache(cache_dir, spec, names)
