@@ -6,12 +6,15 @@ vocabulary and the preprocessing, all rebuilt from one checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.decoding import Decoded, beam_search, greedy_decode
@@ -19,7 +22,14 @@ from captioner.encoders import ImageEncoder, build_encoder
 from captioner.media import ImageSource, load_image, read_video_frames
 from captioner.vocab import END
 
-__all__ = ["Captioner", "CaptionResult", "WordStep", "VideoCaptionResult", "default_checkpoint_path"]
+__all__ = [
+    "Captioner",
+    "CaptionResult",
+    "WordStep",
+    "VideoCaptionResult",
+    "VideoSegment",
+    "default_checkpoint_path",
+]
 
 
 def default_checkpoint_path() -> Path:
@@ -50,10 +60,26 @@ class CaptionResult:
 
 
 @dataclass(frozen=True)
+class VideoSegment:
+    """A stretch of a clip (seconds), its middle frame, and the caption of its frames."""
+
+    start: float
+    end: float
+    thumbnail: Image.Image = field(repr=False, compare=False)
+    result: CaptionResult
+
+
+@dataclass(frozen=True)
 class VideoCaptionResult(CaptionResult):
-    """A clip's caption (mean of frame features) plus the sampled frame times."""
+    """A clip's caption (mean of all sampled frames' features), frame times and segments."""
 
     frame_times: list[float] = field(default_factory=list)
+    segments: list[VideoSegment] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        base = CaptionResult(self.caption, self.steps, self.log_prob, self.finished).to_dict()
+        segments = [{"start": s.start, "end": s.end, "caption": s.result.caption} for s in self.segments]
+        return {**base, "frame_times": self.frame_times, "segments": segments}
 
 
 class Captioner:
@@ -103,13 +129,35 @@ class Captioner:
         return self.caption_features(self.encode(images), **options)
 
     def caption_video(
-        self, path: str | Path, *, num_frames: int = 8, max_frames: int = 3000, **options: Any
+        self,
+        path: str | Path,
+        *,
+        num_frames: int = 8,
+        segments: int = 0,
+        max_frames: int = 3000,
+        **options: Any,
     ) -> VideoCaptionResult:
-        """Caption a clip: ``num_frames`` evenly spaced frames, encoded as a batch, features averaged."""
+        """Caption a clip from ``num_frames`` evenly spaced frames, encoded as one batch.
+
+        The clip's caption decodes the mean of all frame features. With ``segments`` > 0
+        the sampled frames are also split into that many consecutive groups, each
+        captioned from the mean of its own frames (a timeline of captions).
+        """
         frames = read_video_frames(path, num_frames=num_frames, max_frames=max_frames)
-        features = self.encode([frame.image for frame in frames]).mean(dim=0, keepdim=True)
-        result = self.caption_features(features, **options)[0]
-        return VideoCaptionResult(**asdict(result), frame_times=[frame.time for frame in frames])
+        features = self.encode([frame.image for frame in frames])  # (N, C, H, W)
+        groups = [g for g in np.array_split(np.arange(len(frames)), min(segments, len(frames))) if len(g)]
+        pooled = torch.cat(
+            [features.mean(dim=0, keepdim=True), *(features[g].mean(dim=0, keepdim=True) for g in groups)]
+        )
+        whole, *parts = self.caption_features(pooled, **options)
+        times = [frame.time for frame in frames]
+        ends = [times[g[-1] + 1] if g[-1] + 1 < len(times) else times[-1] for g in groups]
+        timeline = [
+            VideoSegment(times[g[0]], end, frames[g[len(g) // 2]].image, part)
+            for g, end, part in zip(groups, ends, parts)
+        ]
+        fields = {f.name: getattr(whole, f.name) for f in dataclasses.fields(CaptionResult)}
+        return VideoCaptionResult(**fields, frame_times=times, segments=timeline)
 
     @torch.inference_mode()
     def caption_features(

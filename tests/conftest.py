@@ -46,3 +46,11 @@ def small_model(small_vocab: Vocabulary) -> CaptionModel:
         feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, dropout=0.0
     )
     return CaptionModel(config).eval()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the test item (the browser test screenshots on failure)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -13,6 +13,7 @@ def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8) 
     from PIL import Image
 
     photo = np.asarray(Image.open(image_path).convert("RGB").resize((256, 256)))
-    clip = np.stack([photo[16:208, 4 * i : 4 * i + 192] for i in range(frames)])
+    offsets = np.linspace(0, 64, frames).astype(int)
+    clip = np.stack([photo[16:208, x : x + 192] for x in offsets])
     iio.imwrite(path, clip, plugin="pyav", codec="libx264", fps=fps)
     return path

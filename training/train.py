@@ -86,10 +86,20 @@ def _caption_pairs(images: list[CaptionedImage], rows: np.ndarray, vocab: Vocabu
     ]
 
 
-def _batches(pairs, batch_size: int, generator: torch.Generator):
+def _batches(pairs, batch_size: int, generator: torch.Generator, *, window: int = 50):
+    """Shuffled batches of similar-length captions (less padding, same data every epoch).
+
+    The shuffled captions are cut into windows of ``window`` batches; each window is sorted
+    by length and split into batches, and the batches are shuffled again.
+    """
     order = torch.randperm(len(pairs), generator=generator).tolist()
-    for start in range(0, len(order), batch_size):
-        chunk = [pairs[i] for i in order[start : start + batch_size]]
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: len(pairs[i][1]))
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    for index in torch.randperm(len(batches), generator=generator).tolist():
+        chunk = [pairs[i] for i in batches[index]]
         rows = torch.tensor([row for row, _ in chunk])
         captions = pad_sequence([ids for _, ids in chunk], batch_first=True, padding_value=0)
         yield rows, captions

@@ -1,0 +1,179 @@
+"""Gradio demo: caption a photo or a short clip and see, for every word, what the model weighed.
+
+    python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
+
+Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
+:class:`captioner.Captioner`; this file only builds the UI.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from captioner import Captioner, CaptionResult, MediaError  # noqa: E402
+from captioner.presentation import highlighted_words, step_chart, steps_table  # noqa: E402
+
+DEMO_DIR = Path(__file__).parent / "demo"
+MAX_FILE_SIZE = "20mb"
+MAX_VIDEO_FRAMES = 1800  # frames decoded at most per clip (a minute at 30 fps)
+VIDEO_SEGMENTS = 4
+THEME = gr.themes.Soft(
+    font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+)  # system fonts only: nothing is fetched from the web
+
+
+class PhotoInput(gr.Image):
+    """An image input whose unreadable uploads become a clear message, not a server error."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"
+
+    def preprocess(self, payload):  # noqa: ANN001, ANN201 - Gradio's signature
+        try:
+            return super().preprocess(payload)
+        except Image.DecompressionBombError as error:
+            raise gr.Error(f"This image is too large to process ({error}).") from error
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, GIF, ...).") from error
+
+
+def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -> dict:
+    return {
+        "beam_size": int(beam_size) if decoding == "beam search" else 1,
+        "top_k": int(top_k),
+        "max_length": int(max_length),
+    }
+
+
+def _word_choices(result: CaptionResult) -> list[tuple[str, int]]:
+    return [(f"{n + 1}. {step.word}", n) for n, step in enumerate(result.steps)]
+
+
+def _outputs(result: CaptionResult) -> tuple:
+    return (
+        result.caption,
+        highlighted_words(result),
+        steps_table(result),
+        step_chart(result, 0),
+        gr.Dropdown(choices=_word_choices(result), value=0 if result.steps else None),
+        result,
+    )
+
+
+def build_demo(captioner: Captioner) -> gr.Blocks:
+    """The Blocks app around a loaded captioner (loaded once, shared by all requests)."""
+
+    def caption_image(
+        image: str | None,
+        decoding: str = "greedy",
+        beam_size: float = 3,
+        top_k: float = 5,
+        max_length: float = 20,
+    ) -> tuple:
+        if image is None:
+            raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
+        try:
+            result = captioner.caption(image, **_options(decoding, beam_size, top_k, max_length))
+        except MediaError as error:
+            raise gr.Error(f"Could not read this image: {error}.") from error
+        return _outputs(result)
+
+    def caption_video(
+        video: str | None,
+        decoding: str = "greedy",
+        beam_size: float = 3,
+        top_k: float = 5,
+        max_length: float = 20,
+    ) -> tuple:
+        if video is None:
+            raise gr.Error("Add a video clip first.")
+        try:
+            result = captioner.caption_video(
+                video,
+                num_frames=2 * VIDEO_SEGMENTS,
+                segments=VIDEO_SEGMENTS,
+                max_frames=MAX_VIDEO_FRAMES,
+                **_options(decoding, beam_size, top_k, max_length),
+            )
+        except MediaError as error:
+            raise gr.Error(f"Could not read this video: {error}.") from error
+        timeline = [
+            (s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments
+        ]
+        return (*_outputs(result), timeline)
+
+    def show_step(result: CaptionResult | None, index: int | None):
+        if result is None or index is None:
+            return None
+        return step_chart(result, int(index))
+
+    with gr.Blocks(title="LSTM image captioner") as demo:
+        gr.Markdown(
+            "# Image captioner\nEfficientNet-Lite0 encoder → linear glue → LSTM decoder, trained on "
+            "Flickr8k. Upload a photo or a short clip; every word comes with the top-k words the "
+            "model weighed. Research demo: the training data is for research use only."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Tabs():
+                    with gr.Tab("Photo"):
+                        photo = PhotoInput(
+                            type="filepath",
+                            sources=["upload", "clipboard", "webcam"],
+                            label="Photo",
+                            elem_id="photo",
+                        )
+                        photo_button = gr.Button("Caption photo", variant="primary")
+                        gr.Examples(sorted(str(p) for p in DEMO_DIR.glob("*.jpg")), inputs=photo)
+                    with gr.Tab("Video"):
+                        video = gr.Video(sources=["upload"], label="Clip", elem_id="video")
+                        video_button = gr.Button("Caption clip", variant="primary")
+                        gr.Examples(sorted(str(p) for p in DEMO_DIR.glob("*.mp4")), inputs=video)
+                with gr.Accordion("Decoding", open=True):
+                    decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
+                    beam_size = gr.Slider(2, 8, value=3, step=1, label="Beam size (beam search)")
+                    top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k words shown per step")
+                    max_length = gr.Slider(5, 30, value=20, step=1, label="Maximum words")
+            with gr.Column(scale=1):
+                caption = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
+                coloured = gr.HighlightedText(
+                    label="Words coloured by probability (darker = more probable)",
+                    show_legend=False,
+                    elem_id="coloured",
+                )
+                with gr.Row():
+                    word = gr.Dropdown(label="Top-k of word", choices=[], interactive=True)
+                chart = gr.BarPlot(
+                    x="word", y="probability", sort="-y", y_lim=[0, 1], label="Top-k at the chosen word"
+                )
+                gr.Markdown(
+                    "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
+                    "LSTM once, Show-and-Tell style), so there is no per-word map to show."
+                )
+        table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
+        timeline = gr.Gallery(
+            label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline"
+        )
+        result_state = gr.State()
+
+        settings = [decoding, beam_size, top_k, max_length]
+        outputs = [caption, coloured, table, chart, word, result_state]
+        photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
+        video_button.click(caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video")
+        word.change(show_step, [result_state, word], chart, api_name="step_chart")
+    return demo
+
+
+demo = build_demo(Captioner.load(os.environ.get("CAPTIONER_CHECKPOINT") or None))
+demo.queue(default_concurrency_limit=2, max_size=64)
+
+if __name__ == "__main__":
+    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, theme=THEME)

@@ -1,0 +1,41 @@
+"""Turn caption results into what the demo shows: coloured words, a step table, a top-k chart.
+
+Pure functions over :class:`~captioner.captioner.CaptionResult` (no Gradio import), so the
+UI stays thin and these are tested directly.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from captioner.captioner import CaptionResult
+
+__all__ = ["highlighted_words", "steps_table", "step_chart", "STEP_COLUMNS"]
+
+STEP_COLUMNS = ("#", "word", "p(word)")
+
+
+def highlighted_words(result: CaptionResult) -> list[tuple[str, float]]:
+    """(word, probability) pairs; Gradio's HighlightedText colours a word by its number."""
+    return [(step.word + " ", round(step.prob, 3)) for step in result.steps]
+
+
+def steps_table(result: CaptionResult) -> pd.DataFrame:
+    """One row per generated word: position, word, its probability, then the top-k as "word p"."""
+    k = max((len(step.alternatives) for step in result.steps), default=0)
+    columns = [*STEP_COLUMNS, *(f"top {i + 1}" for i in range(k))]
+    rows = [
+        [n + 1, step.word, round(step.prob, 4), *(f"{word} {prob:.4f}" for word, prob in step.alternatives)]
+        for n, step in enumerate(result.steps)
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def step_chart(result: CaptionResult, index: int) -> pd.DataFrame:
+    """The top-k (word, probability) of step ``index`` (0-based, clamped), best first."""
+    if not result.steps:
+        return pd.DataFrame({"word": [], "probability": []})
+    step = result.steps[min(max(index, 0), len(result.steps) - 1)]
+    return pd.DataFrame(
+        {"word": [w for w, _ in step.alternatives], "probability": [p for _, p in step.alternatives]}
+    )

@@ -1,0 +1,79 @@
+"""The Gradio app in-process, called through ``gradio_client`` like any API user would."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from app_server import running_app
+from gradio_client import Client, handle_file
+from media_helpers import write_clip
+
+
+@pytest.fixture(scope="module")
+def client():
+    with running_app() as url:
+        yield Client(url, verbose=False)
+
+
+def _check_step_table(table: dict, k: int) -> None:
+    assert table["headers"][:3] == ["#", "word", "p(word)"]
+    assert len(table["headers"]) == 3 + k
+    assert table["data"]
+    for row in table["data"]:
+        alternatives = [re.fullmatch(r"(\S+) ([0-9.]+)", cell).groups() for cell in row[3:]]
+        probs = [float(p) for _, p in alternatives]
+        assert len(alternatives) == k
+        assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+        assert 0 <= row[2] <= 1
+
+
+def test_endpoints_are_named(client):
+    assert {"/caption", "/caption_video"} <= set(
+        client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
+
+
+def test_caption_with_only_the_file(client, dog_photo):
+    caption, coloured, table, *_ = client.predict(handle_file(str(dog_photo)), api_name="/caption")
+    assert "dog" in caption.split() or "dogs" in caption.split()
+    assert [item["token"].strip() for item in coloured] == caption.split()
+    _check_step_table(table, k=5)
+    assert [row[1] for row in table["data"]] == caption.split()
+
+
+def test_caption_with_beam_search_and_top_k(client, dog_photo):
+    caption, _, table, *_ = client.predict(
+        handle_file(str(dog_photo)), "beam search", 4, 7, 12, api_name="/caption"
+    )
+    assert 0 < len(caption.split()) <= 12
+    _check_step_table(table, k=7)
+
+
+def test_caption_video_with_timeline(client, tmp_path, dog_photo):
+    clip = write_clip(tmp_path / "dog.mp4", dog_photo)
+    caption, _, table, *_, timeline = client.predict(handle_file(str(clip)), api_name="/caption_video")
+    assert "dog" in caption.split() or "dogs" in caption.split()
+    _check_step_table(table, k=5)
+    assert len(timeline) == 4
+    assert all(re.match(r"\d+\.\d-\d+\.\d s: \w+", item["caption"]) for item in timeline)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "endpoint", "message"),
+    [
+        ("notes.jpg", b"just text, not a photo", "/caption", "not an image"),
+        ("empty.png", b"", "/caption", "not an image"),
+        ("junk.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "/caption_video", "not a readable video"),
+        ("empty.mp4", b"", "/caption_video", "empty"),
+    ],
+)
+def test_bad_inputs_are_messages_and_the_next_call_works(
+    client, tmp_path, dog_photo, name, content, endpoint, message
+):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(str(bad)), api_name=endpoint)
+    caption, *_ = client.predict(handle_file(str(dog_photo)), api_name="/caption")
+    assert caption
