@@ -145,7 +145,10 @@ class Captioner:
         """
         frames = read_video_frames(path, num_frames=num_frames, max_frames=max_frames)
         features = self.encode([frame.image for frame in frames])  # (N, C, H, W)
-        groups = [g for g in np.array_split(np.arange(len(frames)), min(segments, len(frames))) if len(g)]
+        sections = min(segments, len(frames))
+        groups = (
+            [g for g in np.array_split(np.arange(len(frames)), sections) if len(g)] if sections > 0 else []
+        )
         pooled = torch.cat(
             [features.mean(dim=0, keepdim=True), *(features[g].mean(dim=0, keepdim=True) for g in groups)]
         )

@@ -21,7 +21,8 @@ class ModelConfig:
         embed_dim: Word-embedding size; the glue projects image features to this size.
         hidden_dim: LSTM hidden size.
         num_layers: Stacked LSTM layers.
-        dropout: Dropout on the glue output and on the LSTM output before the classifier.
+        dropout: Dropout on the LSTM output before the classifier (and between LSTM layers).
+        image_dropout: Dropout on the glue output (the image embedding the LSTM reads first).
     """
 
     encoder: str = "efficientnet_lite0"
@@ -31,6 +32,7 @@ class ModelConfig:
     hidden_dim: int = 512
     num_layers: int = 1
     dropout: float = 0.5
+    image_dropout: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,7 +20,9 @@ __all__ = [
 ]
 
 ImageSource = str | Path | Image.Image | np.ndarray | bytes
-VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ogv"})
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp", ".ts"}
+)
 
 
 class MediaError(ValueError):
@@ -131,10 +133,10 @@ def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int 
     if path.stat().st_size == 0:
         raise MediaError("the file is empty")
     try:
-        metadata = iio.immeta(path, plugin="pyav")
         total = _count_frames(path, max_frames)
         if total == 0:
             raise MediaError("the video has no frames")
+        metadata = iio.immeta(path, plugin="pyav")
         fps = float(metadata.get("fps") or 25.0)
         wanted = set(np.round(np.linspace(0, total - 1, num=min(num_frames, total))).astype(int))
         frames = []
@@ -156,16 +158,25 @@ def _count_frames(path: Path, max_frames: int) -> int:
     """Frames in the clip, capped at ``max_frames``; trusts the header, else counts packets."""
     import av
 
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except EOFError as error:  # header only: a clip with no frames, or cut off early
+        raise MediaError(
+            "the video ends before its first frame (no frames, or the file is cut off)"
+        ) from error
+    with container:
         if not container.streams.video:
             raise MediaError("the file has no video stream")
         stream = container.streams.video[0]
         if stream.frames:
             return min(int(stream.frames), max_frames)
         count = 0
-        for packet in container.demux(stream):
-            if packet.size:
-                count += 1
-                if count >= max_frames:
-                    break
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
+                    if count >= max_frames:
+                        break
+        except EOFError:  # a container with a video stream but no packets at all
+            pass
         return count

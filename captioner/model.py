@@ -44,7 +44,7 @@ class CaptionModel(nn.Module):
         if config.vocab_size < 5:
             raise ValueError("ModelConfig.vocab_size must be set from the vocabulary")
         self.config = config
-        self.glue = Glue(config.feature_dim, config.embed_dim, config.dropout)
+        self.glue = Glue(config.feature_dim, config.embed_dim, config.image_dropout)
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(
             config.embed_dim,

@@ -55,6 +55,7 @@ class TrainConfig:
     hidden_dim: int = 512
     num_layers: int = 1
     dropout: float = 0.5
+    image_dropout: float = 0.5
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
@@ -182,6 +183,7 @@ def train(config: TrainConfig) -> Path:
         hidden_dim=config.hidden_dim,
         num_layers=config.num_layers,
         dropout=config.dropout,
+        image_dropout=config.image_dropout,
     )
     model = CaptionModel(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

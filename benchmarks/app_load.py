@@ -1,0 +1,84 @@
+"""Start ``app.py`` in its own process and time round trips through ``gradio_client``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.timing import Timing, measure
+
+__all__ = ["AppProcess"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+class AppProcess:
+    """``python app.py`` on a free loopback port, with a client and memory readings."""
+
+    def __init__(self, *, threads: int) -> None:
+        env = {
+            **os.environ,
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(_free_port()),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "OMP_NUM_THREADS": str(threads),
+        }
+        self.url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = self._connect(timeout=120)
+        self.startup_s = time.perf_counter() - started
+
+    def _connect(self, *, timeout: float):
+        from gradio_client import Client
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return Client(self.url, verbose=False)
+            except Exception:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.5)
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self.process.pid)
+
+    def peak_rss_mb(self) -> float:
+        return _rss_mb(self.process.pid, "VmHWM")
+
+    def round_trip(self, image: Path, *, repeats: int) -> Timing:
+        from gradio_client import handle_file
+
+        return measure(
+            lambda: self.client.predict(handle_file(str(image)), api_name="/caption"),
+            warmup=3,
+            repeats=repeats,
+        )
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)

@@ -1,0 +1,187 @@
+"""Speed benchmark of the shipped captioner against references, in one run, same threads.
+
+    python -m benchmarks.run --threads 2 --out benchmarks/results.json
+
+Prints a Markdown table (medians, p95) and the target ratios, and writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from benchmarks.references import resnet50_lstm, transformer_captioners
+from benchmarks.timing import measure
+from captioner import Captioner
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "demo" / "flickr8k_dogs.jpg"
+
+
+def _photos(count: int) -> list[Path]:
+    pool = sorted((ROOT / "tests" / "fixtures" / "flickr8k_mini" / "images").glob("*.jpg"))
+    return [pool[i % len(pool)] for i in range(count)]
+
+
+def _clip(path: Path, frames: int) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from media_helpers import write_clip
+
+    return write_clip(path, PHOTO, frames=frames, fps=8)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--app-requests", type=int, default=200, help="timed app round trips")
+    parser.add_argument("--rss-requests", type=int, default=500, help="requests before reading app RSS")
+    parser.add_argument("--skip-app", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows: dict[str, dict] = {}
+
+    def record(name: str, timing, *, images: int = 1) -> None:
+        rows[name] = {**timing.to_dict(), "images_per_s": round(images * 1000 / timing.median_ms, 1)}
+        print(f"{name:42s} {timing.median_ms:9.2f} ms  p95 {timing.p95_ms:9.2f} ms", flush=True)
+
+    captioner = Captioner.load()
+    encoder, transform = captioner.encoder, captioner.transform
+    image = Image.open(PHOTO).convert("RGB")
+    one = transform(image)[None].contiguous(memory_format=torch.channels_last)
+    many = transform(image)[None].repeat(args.batch, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+    photos = _photos(args.batch)
+    with torch.inference_mode():
+        record("encoder forward, batch 1", measure(lambda: encoder(one), repeats=args.repeats))
+        record(
+            f"encoder forward, batch {args.batch}",
+            measure(lambda: encoder(many), repeats=max(5, args.repeats // 5)),
+            images=args.batch,
+        )
+    record("caption greedy (file -> words)", measure(lambda: captioner.caption(PHOTO), repeats=args.repeats))
+    for beam in (3, 5):
+        record(
+            f"caption beam {beam}",
+            measure(lambda b=beam: captioner.caption(PHOTO, beam_size=b), repeats=args.repeats),
+        )
+    record(
+        f"caption_batch {args.batch} greedy",
+        measure(lambda: captioner.caption_batch(photos), repeats=max(5, args.repeats // 5)),
+        images=args.batch,
+    )
+    clip = _clip(ROOT / "benchmarks" / ".clip16.mp4", 16)
+    record(
+        "video clip, 16 frames, greedy",
+        measure(lambda: captioner.caption_video(clip, num_frames=16), repeats=max(5, args.repeats // 5)),
+    )
+    clip.unlink()
+    reference = resnet50_lstm(captioner)
+    record(
+        "reference: ResNet-50 + LSTM greedy", measure(lambda: reference.caption(PHOTO), repeats=args.repeats)
+    )
+    transformers_note = "not installed"
+    for name, run in transformer_captioners(image).items():
+        transformers_note = "ran"
+        record(f"reference: {name}", measure(run, warmup=1, repeats=5))
+
+    app = {}
+    if not args.skip_app:
+        from benchmarks.app_load import AppProcess
+
+        server = AppProcess(threads=args.threads)
+        try:
+            rss_start = server.rss_mb()
+            timing = server.round_trip(PHOTO, repeats=args.app_requests)
+            record("app round trip /caption (gradio_client)", timing)
+            for photo in _photos(max(0, args.rss_requests - args.app_requests - 3)):
+                server.client.predict(
+                    __import__("gradio_client").handle_file(str(photo)), api_name="/caption"
+                )
+            app = {
+                "startup_s": round(server.startup_s, 1),
+                "rss_start_mb": round(rss_start, 1),
+                "rss_end_mb": round(server.rss_mb(), 1),
+                "peak_rss_mb": round(server.peak_rss_mb(), 1),
+                "requests": args.rss_requests,
+            }
+            print(f"app: {app}")
+        finally:
+            server.close()
+
+    ratios = _ratios(rows, args.batch)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "rows": rows,
+        "app": app,
+        "transformers": transformers_note,
+        "ratios": ratios,
+    }
+    args.out.write_text(json.dumps(report, indent=2))
+    print("\n" + markdown(report))
+    return report
+
+
+def _ratios(rows: dict, batch: int) -> dict[str, float]:
+    def ms(name: str) -> float:
+        return rows[name]["median_ms"]
+
+    ratios = {
+        "greedy / encoder batch 1 (target <= 1.4)": ms("caption greedy (file -> words)")
+        / ms("encoder forward, batch 1"),
+        "beam 5 / greedy (target <= 1.5)": ms("caption beam 5") / ms("caption greedy (file -> words)"),
+        f"batch {batch} throughput / encoder throughput (target >= 0.85)": rows[
+            f"caption_batch {batch} greedy"
+        ]["images_per_s"]
+        / rows[f"encoder forward, batch {batch}"]["images_per_s"],
+        "ResNet-50+LSTM / ours (target >= 4)": ms("reference: ResNet-50 + LSTM greedy")
+        / ms("caption greedy (file -> words)"),
+    }
+    for name in rows:
+        if name.startswith("reference: ") and "random weights" in name:
+            ratios[f"{name.removeprefix('reference: ')} / ours (target >= 60)"] = ms(name) / ms(
+                "caption greedy (file -> words)"
+            )
+    return {k: round(v, 2) for k, v in ratios.items()}
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"Benchmark {report['date']}, {report['machine']}, {report['threads']} threads, torch {report['torch']}",
+        "",
+        "| measurement | median ms | p95 ms | images/s |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {n} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['images_per_s']:.1f} |"
+        for n, r in report["rows"].items()
+    ]
+    lines += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in report["ratios"].items()]
+    if report["app"]:
+        a = report["app"]
+        lines += [
+            "",
+            f"App: start-up {a['startup_s']} s; RSS {a['rss_start_mb']} MB at start, {a['rss_end_mb']} MB "
+            f"after {a['requests']} requests, peak {a['peak_rss_mb']} MB.",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
