@@ -105,9 +105,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             )
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
-        timeline = [
-            (s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments
-        ]
+        timeline = [(s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments]
         return (*_outputs(result), timeline)
 
     def show_step(result: CaptionResult | None, index: int | None):
@@ -151,17 +149,13 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                 )
                 with gr.Row():
                     word = gr.Dropdown(label="Top-k of word", choices=[], interactive=True)
-                chart = gr.BarPlot(
-                    x="word", y="probability", sort="-y", y_lim=[0, 1], label="Top-k at the chosen word"
-                )
+                chart = gr.BarPlot(x="word", y="probability", sort="-y", y_lim=[0, 1], label="Top-k at the chosen word")
                 gr.Markdown(
                     "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
                     "LSTM once, Show-and-Tell style), so there is no per-word map to show."
                 )
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
-        timeline = gr.Gallery(
-            label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline"
-        )
+        timeline = gr.Gallery(label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline")
         result_state = gr.State()
 
         settings = [decoding, beam_size, top_k, max_length]

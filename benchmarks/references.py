@@ -23,16 +23,12 @@ __all__ = ["resnet50_lstm", "transformer_captioners"]
 def resnet50_lstm(like: Captioner) -> Captioner:
     """Our decoder (same vocabulary and sizes) on a randomly initialised torchvision ResNet-50."""
     encoder = build_encoder("torchvision:resnet50", pretrained=False)
-    config = ModelConfig(
-        **{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048}
-    )
+    config = ModelConfig(**{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048})
     checkpoint = Checkpoint(config, like.vocab, encoder.spec, CaptionModel(config).eval())
     return Captioner(checkpoint, encoder)
 
 
-def transformer_captioners(
-    image: Image.Image, *, max_new_tokens: int = 20
-) -> dict[str, Callable[[], object]]:
+def transformer_captioners(image: Image.Image, *, max_new_tokens: int = 20) -> dict[str, Callable[[], object]]:
     """BLIP-base- and ViT-GPT2-sized captioners built from ``transformers`` configs (random weights)."""
     try:
         import transformers
@@ -48,9 +44,7 @@ def transformer_captioners(
     )
 
     transformers.logging.set_verbosity_error()
-    pixels = torch.from_numpy(__import__("numpy").asarray(image.convert("RGB").resize((384, 384)))).permute(
-        2, 0, 1
-    )
+    pixels = torch.from_numpy(__import__("numpy").asarray(image.convert("RGB").resize((384, 384)))).permute(2, 0, 1)
     blip = BlipForConditionalGeneration(BlipConfig()).eval()
     blip_pixels = pixels[None].float() / 255
 
@@ -63,9 +57,7 @@ def transformer_captioners(
 
     def run_blip() -> object:
         with torch.inference_mode():
-            return blip.generate(
-                pixel_values=blip_pixels, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens
-            )
+            return blip.generate(pixel_values=blip_pixels, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
 
     def run_vit_gpt2() -> object:
         with torch.inference_mode():

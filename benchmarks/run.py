@@ -40,9 +40,7 @@ def _clip(path: Path, frames: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=32)
@@ -89,9 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     clip.unlink()
     reference = resnet50_lstm(captioner)
-    record(
-        "reference: ResNet-50 + LSTM greedy", measure(lambda: reference.caption(PHOTO), repeats=args.repeats)
-    )
+    record("reference: ResNet-50 + LSTM greedy", measure(lambda: reference.caption(PHOTO), repeats=args.repeats))
     transformers_note = "not installed"
     for name, run in transformer_captioners(image).items():
         transformers_note = "ran"
@@ -107,9 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             timing = server.round_trip(PHOTO, repeats=args.app_requests)
             record("app round trip /caption (gradio_client)", timing)
             for photo in _photos(max(0, args.rss_requests - args.app_requests - 3)):
-                server.client.predict(
-                    __import__("gradio_client").handle_file(str(photo)), api_name="/caption"
-                )
+                server.client.predict(__import__("gradio_client").handle_file(str(photo)), api_name="/caption")
             app = {
                 "startup_s": round(server.startup_s, 1),
                 "rss_start_mb": round(rss_start, 1),
@@ -146,9 +140,9 @@ def _ratios(rows: dict, batch: int) -> dict[str, float]:
         "greedy / encoder batch 1 (target <= 1.4)": ms("caption greedy (file -> words)")
         / ms("encoder forward, batch 1"),
         "beam 5 / greedy (target <= 1.5)": ms("caption beam 5") / ms("caption greedy (file -> words)"),
-        f"batch {batch} throughput / encoder throughput (target >= 0.85)": rows[
-            f"caption_batch {batch} greedy"
-        ]["images_per_s"]
+        f"batch {batch} throughput / encoder throughput (target >= 0.85)": rows[f"caption_batch {batch} greedy"][
+            "images_per_s"
+        ]
         / rows[f"encoder forward, batch {batch}"]["images_per_s"],
         "ResNet-50+LSTM / ours (target >= 4)": ms("reference: ResNet-50 + LSTM greedy")
         / ms("caption greedy (file -> words)"),

@@ -89,8 +89,7 @@ class Captioner:
         checkpoint.check_compatible(encoder=encoder.spec)
         if encoder.feature_dim != checkpoint.config.feature_dim:
             raise ValueError(
-                f"encoder gives {encoder.feature_dim} channels, checkpoint expects "
-                f"{checkpoint.config.feature_dim}"
+                f"encoder gives {encoder.feature_dim} channels, checkpoint expects {checkpoint.config.feature_dim}"
             )
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
@@ -146,9 +145,7 @@ class Captioner:
         frames = read_video_frames(path, num_frames=num_frames, max_frames=max_frames)
         features = self.encode([frame.image for frame in frames])  # (N, C, H, W)
         sections = min(segments, len(frames))
-        groups = (
-            [g for g in np.array_split(np.arange(len(frames)), sections) if len(g)] if sections > 0 else []
-        )
+        groups = [g for g in np.array_split(np.arange(len(frames)), sections) if len(g)] if sections > 0 else []
         pooled = torch.cat(
             [features.mean(dim=0, keepdim=True), *(features[g].mean(dim=0, keepdim=True) for g in groups)]
         )
@@ -183,9 +180,7 @@ class Captioner:
         if beam_size == 1:
             decoded = greedy_decode(self.model, features, **common)
         else:
-            decoded = beam_search(
-                self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common
-            )
+            decoded = beam_search(self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common)
         return [self._result(d) for d in decoded]
 
     def _result(self, decoded: Decoded) -> CaptionResult:

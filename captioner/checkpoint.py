@@ -43,9 +43,7 @@ class Checkpoint:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def check_compatible(
-        self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None
-    ) -> None:
+    def check_compatible(self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None) -> None:
         """Raise :class:`CheckpointError` unless trained with this encoder and vocabulary."""
         if encoder is not None and encoder != self.encoder:
             raise CheckpointError(

@@ -15,9 +15,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m captioner", description="Caption images and video clips."
-    )
+    parser = argparse.ArgumentParser(prog="python -m captioner", description="Caption images and video clips.")
     commands = parser.add_subparsers(dest="command", required=True)
     caption = commands.add_parser("caption", help="caption image or video files, one line each")
     caption.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
@@ -25,9 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
     caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
     caption.add_argument("--max-length", type=int, default=20, help="maximum words")
-    caption.add_argument(
-        "--length-penalty", type=float, default=0.0, help="beam length normalisation exponent"
-    )
+    caption.add_argument("--length-penalty", type=float, default=0.0, help="beam length normalisation exponent")
     caption.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
     caption.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser

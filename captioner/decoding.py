@@ -79,9 +79,7 @@ def greedy_decode(
         for i in range(batch):
             if done[i]:
                 continue
-            histories[i].append(
-                Step(top_ids_list[i][0], top_probs[i][0], tuple(top_ids_list[i]), tuple(top_probs[i]))
-            )
+            histories[i].append(Step(top_ids_list[i][0], top_probs[i][0], tuple(top_ids_list[i]), tuple(top_probs[i])))
             log_probs[i] += chosen_log_p[i]
             done[i] = top_ids_list[i][0] == end_id
         if all(done):

@@ -60,9 +60,7 @@ class EncoderSpec:
         """The preprocessing pipeline: PIL image -> normalised float tensor (C, H, W)."""
         interpolation = v2.InterpolationMode(self.interpolation)
         if self.resize_size is None:
-            resize: list[nn.Module] = [
-                v2.Resize((self.image_size, self.image_size), interpolation, antialias=True)
-            ]
+            resize: list[nn.Module] = [v2.Resize((self.image_size, self.image_size), interpolation, antialias=True)]
         else:
             resize = [
                 v2.Resize(self.resize_size, interpolation, antialias=True),
@@ -169,9 +167,7 @@ def _lite_weights_path(name: str) -> str:
     return holder.get_model_file_path()
 
 
-def _rename_lite_keys(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def _rename_lite_keys(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map ``efficientnet_pytorch`` key names onto timm's, which list tensors in the same order.
 
     Both layouts enumerate the same layers in the same order (stem, blocks, head,

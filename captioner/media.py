@@ -161,9 +161,7 @@ def _count_frames(path: Path, max_frames: int) -> int:
     try:
         container = av.open(str(path))
     except EOFError as error:  # header only: a clip with no frames, or cut off early
-        raise MediaError(
-            "the video ends before its first frame (no frames, or the file is cut off)"
-        ) from error
+        raise MediaError("the video ends before its first frame (no frames, or the file is cut off)") from error
     with container:
         if not container.streams.video:
             raise MediaError("the file has no video stream")

@@ -36,6 +36,4 @@ def step_chart(result: CaptionResult, index: int) -> pd.DataFrame:
     if not result.steps:
         return pd.DataFrame({"word": [], "probability": []})
     step = result.steps[min(max(index, 0), len(result.steps) - 1)]
-    return pd.DataFrame(
-        {"word": [w for w, _ in step.alternatives], "probability": [p for _, p in step.alternatives]}
-    )
+    return pd.DataFrame({"word": [w for w, _ in step.alternatives], "probability": [p for _, p in step.alternatives]})

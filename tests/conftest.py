@@ -42,9 +42,7 @@ def small_vocab() -> Vocabulary:
 @pytest.fixture()
 def small_model(small_vocab: Vocabulary) -> CaptionModel:
     torch.manual_seed(0)
-    config = ModelConfig(
-        feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, dropout=0.0
-    )
+    config = ModelConfig(feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, dropout=0.0)
     return CaptionModel(config).eval()
 
 

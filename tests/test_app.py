@@ -43,9 +43,7 @@ def test_caption_with_only_the_file(client, dog_photo):
 
 
 def test_caption_with_beam_search_and_top_k(client, dog_photo):
-    caption, _, table, *_ = client.predict(
-        handle_file(str(dog_photo)), "beam search", 4, 7, 12, api_name="/caption"
-    )
+    caption, _, table, *_ = client.predict(handle_file(str(dog_photo)), "beam search", 4, 7, 12, api_name="/caption")
     assert 0 < len(caption.split()) <= 12
     _check_step_table(table, k=7)
 
@@ -68,9 +66,7 @@ def test_caption_video_with_timeline(client, tmp_path, dog_photo):
         ("empty.mp4", b"", "/caption_video", "empty"),
     ],
 )
-def test_bad_inputs_are_messages_and_the_next_call_works(
-    client, tmp_path, dog_photo, name, content, endpoint, message
-):
+def test_bad_inputs_are_messages_and_the_next_call_works(client, tmp_path, dog_photo, name, content, endpoint, message):
     bad = tmp_path / name
     bad.write_bytes(content)
     with pytest.raises(Exception, match=message):

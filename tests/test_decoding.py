@@ -26,9 +26,7 @@ def test_beam_size_one_equals_greedy(small_model, small_vocab, seed):
 def test_top_k_sorted_probabilities_containing_choice(small_model, small_vocab, beam_size):
     torch.manual_seed(1)
     features = torch.randn(3, 16) * 3
-    decoded = beam_search(
-        small_model, features, beam_size=beam_size, max_length=10, top_k=4, **_ids(small_vocab)
-    )
+    decoded = beam_search(small_model, features, beam_size=beam_size, max_length=10, top_k=4, **_ids(small_vocab))
     for sequence in decoded:
         assert sequence.steps
         for step in sequence.steps:
@@ -44,14 +42,10 @@ def test_top_k_sorted_probabilities_containing_choice(small_model, small_vocab, 
 
 def test_greedy_chooses_the_top_word(small_model, small_vocab):
     torch.manual_seed(2)
-    for sequence in greedy_decode(
-        small_model, torch.randn(3, 16), max_length=8, top_k=2, **_ids(small_vocab)
-    ):
+    for sequence in greedy_decode(small_model, torch.randn(3, 16), max_length=8, top_k=2, **_ids(small_vocab)):
         assert all(step.token_id == step.top_ids[0] for step in sequence.steps)
 
 
 def test_max_length_is_respected(small_model, small_vocab):
-    for sequence in greedy_decode(
-        small_model, torch.randn(2, 16), max_length=3, top_k=1, **_ids(small_vocab)
-    ):
+    for sequence in greedy_decode(small_model, torch.randn(2, 16), max_length=3, top_k=1, **_ids(small_vocab)):
         assert len(sequence.steps) <= 3

@@ -21,9 +21,7 @@ def test_packaged_weights_recognise_a_real_cat(name):
     assert probs[list(IMAGENET_CAT_CLASSES)].sum() > 0.5
 
 
-@pytest.mark.parametrize(
-    ("name", "size", "grid"), [("efficientnet_lite0", 224, 7), ("efficientnet_lite1", 240, 8)]
-)
+@pytest.mark.parametrize(("name", "size", "grid"), [("efficientnet_lite0", 224, 7), ("efficientnet_lite1", 240, 8)])
 def test_lite_encoders_give_spatial_map_and_spec(name, size, grid):
     encoder = build_encoder(name)
     assert encoder.spec.image_size == size

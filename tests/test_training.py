@@ -90,8 +90,6 @@ def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, fea
     assert open_cache(tmp_path, spec, [p.name for p in paths]) is not None
     assert open_cache(tmp_path, spec, [p.name for p in paths[:3]]) is None
     assert (
-        open_cache(
-            tmp_path, dataclasses.replace(encoder.spec, image_size=240).to_dict(), [p.name for p in paths]
-        )
+        open_cache(tmp_path, dataclasses.replace(encoder.spec, image_size=240).to_dict(), [p.name for p in paths])
         is None
     )

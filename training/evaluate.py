@@ -75,9 +75,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--annotations", type=Path)

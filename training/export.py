@@ -26,9 +26,7 @@ def _report(text: str) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--report", action="append", type=_report, default=[], help="NAME=evaluate JSON")
     parser.add_argument("--out", required=True, type=Path)

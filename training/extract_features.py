@@ -24,9 +24,7 @@ def cache_dir_for(root: Path, encoder_name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="corpus folder (images/ + captions)")
     parser.add_argument("--annotations", type=Path, help="Karpathy-style dataset_*.json to use")
     parser.add_argument("--encoder", default="efficientnet_lite0")
@@ -47,9 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         num_workers=args.workers,
     )
-    print(
-        f"{len(cache.names)} images -> {tuple(cache.features.shape)} in {time.perf_counter() - start:.0f} s"
-    )
+    print(f"{len(cache.names)} images -> {tuple(cache.features.shape)} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

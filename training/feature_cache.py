@@ -83,9 +83,7 @@ def extract_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / _META).unlink(missing_ok=True)
     encoder = encoder.to(memory_format=torch.channels_last)
-    loader = DataLoader(
-        _ImageFolder(paths, encoder.spec.transform()), batch_size=batch_size, num_workers=num_workers
-    )
+    loader = DataLoader(_ImageFolder(paths, encoder.spec.transform()), batch_size=batch_size, num_workers=num_workers)
     array = None
     row = 0
     with torch.inference_mode():

@@ -167,9 +167,7 @@ def train(config: TrainConfig) -> Path:
     val_images = [image for image in corpus if image.split == "val"]
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
-    vocab = Vocabulary.build(
-        (c for image in train_images for c in image.captions), min_count=config.min_count
-    )
+    vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
     pooled = _pooled(cache.features)
     train_rows = cache.rows([image.name for image in train_images])
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images]))]
@@ -294,9 +292,7 @@ def _write_log(run_dir: Path, history: list[dict]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
