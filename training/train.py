@@ -154,7 +154,6 @@ def train(config: TrainConfig) -> Path:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _seed_everything(config.seed)
 
     corpus = load_corpus(config.data, annotations=config.annotations)
     encoder = build_encoder(config.encoder)
@@ -183,6 +182,7 @@ def train(config: TrainConfig) -> Path:
         dropout=config.dropout,
         image_dropout=config.image_dropout,
     )
+    _seed_everything(config.seed)  # after feature extraction, which may or may not draw random numbers
     model = CaptionModel(model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)

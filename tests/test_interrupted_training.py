@@ -1,0 +1,95 @@
+"""Training killed with SIGKILL mid-run resumes to exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = 30
+
+
+def _command(mini_corpus: Path, run: Path, features: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "training.train",
+        "--data",
+        str(mini_corpus),
+        "--run",
+        str(run),
+        "--features",
+        str(features),
+        "--min-count",
+        "1",
+        "--embed-dim",
+        "64",
+        "--hidden-dim",
+        "96",
+        "--batch-size",
+        "4",
+        "--epochs",
+        str(EPOCHS),
+        "--patience",
+        "1000",
+        "--seed",
+        "7",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def _epochs_logged(run: Path) -> int:
+    try:
+        with open(run / "log.csv") as handle:
+            return len(list(csv.DictReader(handle)))
+    except (FileNotFoundError, csv.Error):
+        return 0
+
+
+def _resume_epoch(run: Path) -> int:
+    try:
+        return torch.load(run / "last.pt", weights_only=True)["epoch"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, mini_corpus):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    features = tmp_path / "features"
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    subprocess.run(_command(mini_corpus, straight, features), cwd=ROOT, env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(
+        _command(mini_corpus, interrupted, features),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while _resume_epoch(interrupted) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # now somewhere inside a later epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(interrupted / "last.pt", weights_only=True)["epoch"]
+    assert 3 <= killed_at < EPOCHS, "the run must be killed part-way"
+
+    subprocess.run(
+        _command(mini_corpus, interrupted, features, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(interrupted / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == EPOCHS
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert _epochs_logged(interrupted) == EPOCHS

@@ -1,0 +1,71 @@
+"""Concurrent load on the real app: 16 clients x 25 requests (photos and a clip)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from app_server import running_app
+from gradio_client import Client, handle_file
+from media_helpers import write_clip
+
+CLIENTS, REQUESTS = 16, 25
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, mini_corpus, dog_photo, shipped):
+    """Photos and a clip with the captions the library gives them (the app must agree)."""
+    photos = sorted((mini_corpus / "images").glob("*.jpg"))[:3] + [dog_photo]
+    clip = write_clip(tmp_path_factory.mktemp("load") / "clip.mp4", dog_photo)
+    expected = {str(p): shipped.caption(p).caption for p in photos}
+    from app import MAX_VIDEO_FRAMES, VIDEO_SEGMENTS
+
+    expected[str(clip)] = shipped.caption_video(
+        clip, num_frames=2 * VIDEO_SEGMENTS, segments=VIDEO_SEGMENTS, max_frames=MAX_VIDEO_FRAMES
+    ).caption
+    return expected
+
+
+def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
+    paths = list(inputs)
+    with running_app() as url:
+
+        def client_session(number: int) -> list[tuple[str, str, float]]:
+            client = Client(url, verbose=False)
+            results = []
+            for request in range(REQUESTS):
+                path = paths[(number + request) % len(paths)]
+                endpoint = "/caption_video" if path.endswith(".mp4") else "/caption"
+                started = time.perf_counter()
+                caption, *_ = client.predict(handle_file(path), api_name=endpoint)
+                results.append((path, caption, time.perf_counter() - started))
+            return results
+
+        client_session(0)  # warm-up
+        rss_before = _rss_mb()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            sessions = list(pool.map(client_session, range(CLIENTS)))
+        wall = time.perf_counter() - started
+        rss_after = _rss_mb()
+    results = [r for session in sessions for r in session]
+    latencies = sorted(seconds for _, _, seconds in results)
+    p50, p95 = statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
+    print(
+        f"\n{len(results)} requests in {wall:.1f} s; p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
+        f"RSS {rss_before:.0f} -> {rss_after:.0f} MB"
+    )
+    assert len(results) == CLIENTS * REQUESTS
+    assert all(caption == inputs[path] for path, caption, _ in results)
+    assert wall < 600  # bounded: the queue serves everyone, nobody waits forever
+    assert rss_after - rss_before < 150
