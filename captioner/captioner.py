@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
-from captioner.decoding import Decoded, beam_search, greedy_decode
+from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, build_encoder
 from captioner.media import ImageSource, load_image, read_video_frames
 from captioner.vocab import END
@@ -168,16 +168,32 @@ class Captioner:
         max_length: int = 20,
         top_k: int = 5,
         length_penalty: float = 0.0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
+        sample: bool = False,
+        top_p: float = 1.0,
+        seed: int | None = None,
     ) -> list[CaptionResult]:
-        """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise."""
+        """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise,
+        or, with ``sample=True``, sampling at ``temperature`` from the ``top_p`` nucleus
+        (``seed`` makes it repeatable). ``temperature`` None uses the checkpoint's calibrated
+        temperature (1.0 if it has none); it changes the shown probabilities, not greedy words."""
         if not 1 <= top_k <= len(self.vocab):
             raise ValueError(f"top_k must be between 1 and {len(self.vocab)}")
         if max_length < 1:
             raise ValueError("max_length must be at least 1")
-        ids = {"start_id": self.vocab.start_id, "end_id": self.vocab.end_id}
+        if temperature is None:  # the checkpoint's calibrated temperature, if it has one
+            temperature = float(self.checkpoint.decoding.get("temperature", 1.0))
+        ids = {
+            "start_id": self.vocab.start_id,
+            "end_id": self.vocab.end_id,
+            "suppress_ids": self.vocab.never_generated_ids,
+        }
         common = {"max_length": max_length, "top_k": top_k, "temperature": temperature, **ids}
-        if beam_size == 1:
+        if sample:
+            generator = torch.Generator(device=features.device)
+            generator.manual_seed(seed if seed is not None else torch.seed())
+            decoded = sample_decode(self.model, features, top_p=top_p, generator=generator, **common)
+        elif beam_size == 1:
             decoded = greedy_decode(self.model, features, **common)
         else:
             decoded = beam_search(self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common)

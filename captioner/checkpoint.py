@@ -1,8 +1,8 @@
 """Self-describing checkpoints: one safetensors file holding weights plus JSON metadata.
 
 Metadata keys: ``format`` (version), ``config`` (:class:`ModelConfig`), ``vocab`` (token
-list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``
-and ``metrics``. Loading runs no code (safetensors never unpickles). The frozen encoder is
+list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``,
+``metrics`` and ``decoding`` (defaults such as the calibrated softmax temperature). Loading runs no code (safetensors never unpickles). The frozen encoder is
 not stored; it is rebuilt from its spec.
 """
 
@@ -42,6 +42,7 @@ class Checkpoint:
     model: CaptionModel
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    decoding: dict[str, Any] = field(default_factory=dict)
 
     def check_compatible(self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None) -> None:
         """Raise :class:`CheckpointError` unless trained with this encoder and vocabulary."""
@@ -67,6 +68,7 @@ def save_checkpoint(
     *,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    decoding: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write atomically (temp file + rename): a crash mid-save never leaves a broken file."""
@@ -81,6 +83,7 @@ def save_checkpoint(
         "encoder": json.dumps(encoder.to_dict()),
         "training": json.dumps(training or {}),
         "metrics": json.dumps(metrics or {}),
+        "decoding": json.dumps(decoding or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -141,7 +144,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         )
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     model.to(device).eval()
-    return Checkpoint(config, vocab, encoder, model, meta.get("training", {}), meta.get("metrics", {}))
+    return Checkpoint(
+        config, vocab, encoder, model, meta.get("training", {}), meta.get("metrics", {}), meta.get("decoding", {})
+    )
 
 
 def _existing(path: str | Path) -> Path:

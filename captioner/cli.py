@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
     caption.add_argument("--max-length", type=int, default=20, help="maximum words")
     caption.add_argument("--length-penalty", type=float, default=0.0, help="beam length normalisation exponent")
+    caption.add_argument("--sample", action="store_true", help="sample words instead of greedy/beam")
+    caption.add_argument(
+        "--temperature", type=float, help="softmax temperature (default: the checkpoint's calibrated one)"
+    )
+    caption.add_argument("--top-p", type=float, default=1.0, help="nucleus size for --sample")
+    caption.add_argument("--seed", type=int, help="random seed for --sample")
     caption.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
     caption.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
@@ -42,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "top_k": args.top_k,
         "max_length": args.max_length,
         "length_penalty": args.length_penalty,
+        "temperature": args.temperature,
+        "sample": args.sample,
+        "top_p": args.top_p,
+        "seed": args.seed,
     }
     failures = 0
     for path in args.paths:

@@ -1,4 +1,4 @@
-"""Decoding over a model's ``init_state`` / ``step``: greedy and beam search.
+"""Decoding over a model's ``init_state`` / ``step``: greedy, beam search and sampling.
 
 Written once and used by evaluation, the CLI and the app. Every step records the chosen
 token, its probability and the top-k candidates from the same softmax that chose it.
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Step", "Decoded", "StepModel", "greedy_decode", "beam_search"]
+__all__ = ["Step", "Decoded", "StepModel", "greedy_decode", "beam_search", "sample_decode"]
 
 
 class StepModel(Protocol):
@@ -46,8 +46,12 @@ class Decoded:
         return [s.token_id for s in self.steps]
 
 
-def _distribution(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.log_softmax(logits.float() / temperature, dim=-1)
+def _distribution(logits: torch.Tensor, temperature: float, suppress_ids: tuple[int, ...] = ()) -> torch.Tensor:
+    """Log-softmax at ``temperature`` over the vocabulary minus ``suppress_ids`` (never generated)."""
+    logits = logits.float() / temperature
+    if suppress_ids:
+        logits = logits.index_fill(-1, torch.tensor(suppress_ids, device=logits.device), float("-inf"))
+    return torch.log_softmax(logits, dim=-1)
 
 
 @torch.inference_mode()
@@ -60,31 +64,41 @@ def greedy_decode(
     max_length: int = 20,
     top_k: int = 5,
     temperature: float = 1.0,
+    suppress_ids: tuple[int, ...] = (),
 ) -> list[Decoded]:
-    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens."""
+    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens.
+
+    The loop stays on tensors (one ``topk`` per step); Python objects are built once at the end.
+    """
     batch = features.shape[0]
     state = model.init_state(features)
     tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
-    histories: list[list[Step]] = [[] for _ in range(batch)]
-    log_probs = [0.0] * batch
-    done = [False] * batch
+    finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
+    step_log_p, step_ids = [], []
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
-        log_p = _distribution(logits, temperature)  # (B, V)
-        top_log_p, top_ids = log_p.topk(top_k, dim=-1)  # sorted, top_ids[:, 0] is the argmax
+        top_log_p, top_ids = _distribution(logits, temperature, suppress_ids).topk(
+            top_k, dim=-1
+        )  # sorted: [:, 0] is argmax
+        step_log_p.append(top_log_p)
+        step_ids.append(top_ids)
         tokens = top_ids[:, 0]
-        top_probs = top_log_p.exp().tolist()
-        top_ids_list = top_ids.tolist()
-        chosen_log_p = top_log_p[:, 0].tolist()
-        for i in range(batch):
-            if done[i]:
-                continue
-            histories[i].append(Step(top_ids_list[i][0], top_probs[i][0], tuple(top_ids_list[i]), tuple(top_probs[i])))
-            log_probs[i] += chosen_log_p[i]
-            done[i] = top_ids_list[i][0] == end_id
-        if all(done):
+        finished |= tokens == end_id
+        if bool(finished.all()):
             break
-    return [Decoded(tuple(h), lp, d) for h, lp, d in zip(histories, log_probs, done)]
+    all_log_p = torch.stack(step_log_p, dim=1)  # (B, T, k)
+    all_probs, all_ids = all_log_p.exp().tolist(), torch.stack(step_ids, dim=1).tolist()
+    chosen_log_p = all_log_p[:, :, 0].tolist()
+    results = []
+    for i in range(batch):
+        steps, log_prob = [], 0.0
+        for ids, probs, lp in zip(all_ids[i], all_probs[i], chosen_log_p[i]):
+            steps.append(Step(ids[0], probs[0], tuple(ids), tuple(probs)))
+            log_prob += lp
+            if ids[0] == end_id:
+                break
+        results.append(Decoded(tuple(steps), log_prob, steps[-1].token_id == end_id))
+    return results
 
 
 @torch.inference_mode()
@@ -99,6 +113,7 @@ def beam_search(
     top_k: int = 5,
     length_penalty: float = 0.0,
     temperature: float = 1.0,
+    suppress_ids: tuple[int, ...] = (),
 ) -> list[Decoded]:
     """Beam search for each image in the batch (one image at a time, beams batched).
 
@@ -119,6 +134,7 @@ def beam_search(
             top_k=top_k,
             length_penalty=length_penalty,
             temperature=temperature,
+            suppress_ids=suppress_ids,
         )
         for i in range(features.shape[0])
     ]
@@ -135,6 +151,7 @@ def _beam_search_one(
     top_k: int,
     length_penalty: float,
     temperature: float,
+    suppress_ids: tuple[int, ...],
 ) -> Decoded:
     def normalised(log_prob: float, length: int) -> float:
         return log_prob / (max(length, 1) ** length_penalty)
@@ -146,7 +163,7 @@ def _beam_search_one(
     finished: list[Decoded] = []
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
-        log_p = _distribution(logits, temperature)  # (n_alive, V)
+        log_p = _distribution(logits, temperature, suppress_ids)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
         candidates = (torch.tensor(scores, device=log_p.device)[:, None] + log_p).view(-1)
         best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
@@ -179,3 +196,52 @@ def _beam_search_one(
     else:
         finished.extend(Decoded(tuple(h), s, False) for h, s in zip(histories, scores))
     return max(finished, key=lambda d: normalised(d.log_prob, len(d.steps)))
+
+
+@torch.inference_mode()
+def sample_decode(
+    model: StepModel,
+    features: torch.Tensor,
+    *,
+    start_id: int,
+    end_id: int,
+    max_length: int = 20,
+    top_k: int = 5,
+    temperature: float = 1.0,
+    suppress_ids: tuple[int, ...] = (),
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[Decoded]:
+    """Sample each word from the temperature-scaled softmax, keeping the smallest set of
+    words whose probability reaches ``top_p`` (nucleus sampling). Probabilities recorded
+    per step are those of the distribution actually sampled from."""
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError("top_p must be in (0, 1]")
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    batch = features.shape[0]
+    state = model.init_state(features)
+    tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
+    histories: list[list[Step]] = [[] for _ in range(batch)]
+    log_probs = [0.0] * batch
+    done = [False] * batch
+    for _ in range(max_length):
+        logits, state = model.step(tokens, state)
+        probs = _distribution(logits, temperature, suppress_ids).exp()  # (B, V)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # words past the nucleus
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+        nucleus = torch.zeros_like(probs).scatter(1, order, sorted_probs)
+        tokens = torch.multinomial(nucleus, 1, generator=generator).squeeze(1)
+        top_probs, top_ids = nucleus.topk(top_k, dim=-1)
+        chosen = nucleus.gather(1, tokens[:, None]).squeeze(1).tolist()
+        for i, token in enumerate(tokens.tolist()):
+            if done[i]:
+                continue
+            histories[i].append(Step(token, chosen[i], tuple(top_ids[i].tolist()), tuple(top_probs[i].tolist())))
+            log_probs[i] += math.log(chosen[i])
+            done[i] = token == end_id
+        if all(done):
+            break
+    return [Decoded(tuple(h), lp, d) for h, lp, d in zip(histories, log_probs, done)]

@@ -66,6 +66,11 @@ class Vocabulary:
     def unk_id(self) -> int:
         return 3
 
+    @property
+    def never_generated_ids(self) -> tuple[int, ...]:
+        """Tokens a caption never contains: ``<pad>``, ``<start>`` and ``<unk>``."""
+        return (self.pad_id, self.start_id, self.unk_id)
+
     def id_of(self, token: str) -> int:
         """Id of ``token``; unknown tokens map to ``<unk>``."""
         return self._index.get(token, self.unk_id)

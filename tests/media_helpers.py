@@ -17,3 +17,8 @@ def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8) 
     clip = np.stack([photo[16:208, x : x + 192] for x in offsets])
     iio.imwrite(path, clip, plugin="pyav", codec="libx264", fps=fps)
     return path
+
+
+def mentions_dog(caption: str) -> bool:
+    """True when a caption names a dog ("dog" or "dogs" as a word)."""
+    return any(word in ("dog", "dogs") for word in caption.split())

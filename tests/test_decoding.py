@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioner.decoding import beam_search, greedy_decode
+from captioner.decoding import beam_search, greedy_decode, sample_decode
 
 
 def _ids(vocab):
@@ -49,3 +49,28 @@ def test_greedy_chooses_the_top_word(small_model, small_vocab):
 def test_max_length_is_respected(small_model, small_vocab):
     for sequence in greedy_decode(small_model, torch.randn(2, 16), max_length=3, top_k=1, **_ids(small_vocab)):
         assert len(sequence.steps) <= 3
+
+
+def test_sampling_is_repeatable_and_respects_the_nucleus(small_model, small_vocab):
+    torch.manual_seed(4)
+    features = torch.randn(4, 16) * 3
+
+    def run(seed: int, top_p: float):
+        generator = torch.Generator().manual_seed(seed)
+        return sample_decode(
+            small_model, features, max_length=10, top_k=3, top_p=top_p, generator=generator, **_ids(small_vocab)
+        )
+
+    assert [d.token_ids for d in run(1, 0.9)] == [d.token_ids for d in run(1, 0.9)]
+    # a tiny nucleus keeps only the most probable word: sampling becomes greedy
+    greedy = greedy_decode(small_model, features, max_length=10, top_k=3, **_ids(small_vocab))
+    assert [d.token_ids for d in run(2, 1e-6)] == [g.token_ids for g in greedy]
+    for sequence in run(3, 0.5):
+        for step in sequence.steps:
+            assert step.prob > 0 and list(step.top_probs) == sorted(step.top_probs, reverse=True)
+            assert sum(step.top_probs) <= 1 + 1e-5
+
+
+def test_sampling_rejects_bad_settings(small_model, small_vocab):
+    with pytest.raises(ValueError, match="top_p"):
+        sample_decode(small_model, torch.randn(1, 16), top_p=0.0, **_ids(small_vocab))

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint.encoder,
         training=checkpoint.training,
         metrics=metrics,
+        decoding=checkpoint.decoding,
     )
     summary = {
         "checkpoint": args.out.name,

@@ -153,7 +153,8 @@ def train_scst(config: ScstConfig) -> Path:
                 cider.score(_words(g.token_ids, vocab), references[i], key=int(i))
                 for g, i in zip(greedy, index.tolist())
             ]
-            model.train()
+            # Sample from the same (dropout-free) policy that greedy decoding and validation use,
+            # so the greedy baseline and the samples come from one model.
             repeated = features.repeat_interleave(config.samples, dim=0)
             sampled, log_probs = sample_captions(model, repeated, max_length=config.max_length, **ids)
             owners = index.repeat_interleave(config.samples).tolist()
@@ -163,8 +164,10 @@ def train_scst(config: ScstConfig) -> Path:
                     for n, (row, i) in enumerate(zip(sampled.tolist(), owners))
                 ]
             )
-            lengths = (log_probs != 0).sum(dim=1).clamp(min=1)
-            loss = -(rewards * log_probs.sum(dim=1) / lengths).mean()
+            # Every sampled token carries its caption's reward; mean over all tokens of the batch
+            # (a per-caption mean would weigh the words of long captions less, and so favour them).
+            tokens_in_batch = (log_probs != 0).sum().clamp(min=1)
+            loss = -(rewards[:, None] * log_probs).sum() / tokens_in_batch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)

@@ -135,6 +135,7 @@ def validate(
             end_id=vocab.end_id,
             max_length=max_length,
             top_k=1,
+            suppress_ids=vocab.never_generated_ids,
         )
         for image, seq in zip(images[start : start + batch_size], decoded):
             predictions[image.name] = " ".join(vocab.decode(seq.token_ids))
