@@ -2,8 +2,9 @@
 
 Metadata keys: ``format`` (version), ``config`` (:class:`ModelConfig`), ``vocab`` (token
 list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``,
-``metrics`` and ``decoding`` (defaults such as the calibrated softmax temperature). Loading runs no code (safetensors never unpickles). The frozen encoder is
-not stored; it is rebuilt from its spec.
+``metrics`` and ``decoding`` (defaults such as the calibrated softmax temperature).
+Loading runs no code (safetensors never unpickles). The frozen encoder is not stored; it
+is rebuilt from its spec.
 """
 
 from __future__ import annotations
