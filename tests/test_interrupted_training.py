@@ -23,7 +23,7 @@ def _command(mini_corpus: Path, run: Path, features: Path, *extra: str) -> list[
         "training.train",
         "--data",
         str(mini_corpus),
-        "--run",
+        "--run-dir",
         str(run),
         "--features",
         str(features),

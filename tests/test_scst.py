@@ -47,7 +47,7 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
     xe = train(
         TrainConfig(
             data=str(mini_corpus),
-            run=str(tmp_path / "xe"),
+            run_dir=str(tmp_path / "xe"),
             features=str(features),
             min_count=1,
             embed_dim=32,
@@ -62,7 +62,7 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
         ScstConfig(
             data=str(mini_corpus),
             init=str(xe),
-            run=str(tmp_path / "scst"),
+            run_dir=str(tmp_path / "scst"),
             features=str(features),
             epochs=2,
             batch_size=8,

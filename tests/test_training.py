@@ -22,7 +22,7 @@ def features_root(tmp_path_factory):
 def _config(mini_corpus, run, features_root, **overrides) -> TrainConfig:
     settings = dict(
         data=str(mini_corpus),
-        run=str(run),
+        run_dir=str(run),
         features=str(features_root),
         min_count=1,
         embed_dim=32,

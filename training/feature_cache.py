@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,33 +73,54 @@ def extract_features(
     *,
     batch_size: int = 32,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> FeatureCache:
-    """Encode every image in ``paths`` (batched, channels_last) into ``cache_dir``; reuse if valid."""
+    """Encode every image (batched, channels_last) into ``cache_dir``, or reuse a valid cache.
+
+    Under ``torchrun`` each of the ``world_size`` ranks encodes every ``world_size``-th image
+    into the same memory-mapped file; rank 0 marks the cache complete once all are done.
+    Memory stays bounded by one batch, whatever the corpus size.
+    """
     names = [p.name for p in paths]
     spec = encoder.spec.to_dict()
     cached = open_cache(cache_dir, spec, names)
     if cached is not None:
         return cached
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / _META).unlink(missing_ok=True)
     encoder = encoder.to(memory_format=torch.channels_last)
-    loader = DataLoader(_ImageFolder(paths, encoder.spec.transform()), batch_size=batch_size, num_workers=num_workers)
-    array = None
-    row = 0
+    device = next(encoder.parameters()).device
+    if rank == 0:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / _META).unlink(missing_ok=True)
+        size = encoder.spec.image_size
+        with torch.inference_mode():
+            shape = encoder(torch.zeros(1, 3, size, size, device=device)).shape[1:]  # (C, H, W)
+        np.lib.format.open_memmap(cache_dir / _ARRAY, mode="w+", dtype=np.float16, shape=(len(paths), *shape)).flush()
+    barrier()
+    array = np.load(cache_dir / _ARRAY, mmap_mode="r+")
+    mine = list(range(rank, len(paths), world_size))
+    loader = DataLoader(
+        _ImageFolder([paths[i] for i in mine], encoder.spec.transform()),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator(),  # leaves the global random state alone
+    )
+    done = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"features {encoder.spec.name}", unit="batch"):
-            maps = encoder(batch.contiguous(memory_format=torch.channels_last))  # (B, C, H, W)
-            if array is None:
-                array = np.lib.format.open_memmap(
-                    cache_dir / _ARRAY, mode="w+", dtype=np.float16, shape=(len(paths), *maps.shape[1:])
-                )
-            array[row : row + len(maps)] = maps.float().numpy().astype(np.float16)
-            row += len(maps)
-    assert array is not None and row == len(paths)
+        for batch in tqdm(loader, desc=f"features {encoder.spec.name}", unit="batch", disable=rank != 0):
+            maps = encoder(batch.to(device).contiguous(memory_format=torch.channels_last))  # (B, C, H, W)
+            array[mine[done : done + len(maps)]] = maps.float().cpu().numpy().astype(np.float16)
+            done += len(maps)
     array.flush()
     del array
-    meta = {"complete": True, "encoder": spec, "names": names}
-    tmp = cache_dir / (_META + ".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, cache_dir / _META)
-    return open_cache(cache_dir, spec, names)
+    barrier()
+    if rank == 0:
+        meta = {"complete": True, "encoder": spec, "names": names}
+        tmp = cache_dir / (_META + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, cache_dir / _META)
+    barrier()
+    cache = open_cache(cache_dir, spec, names)
+    assert cache is not None
+    return cache

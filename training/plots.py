@@ -15,10 +15,13 @@ def plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [row["epoch"] for row in history]
-    val_keys = [k for k in history[0] if k.startswith("val_")]
+    val_keys = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [row["train_loss"] for row in history], marker="o")
-    axes[0].set(title="train loss (masked cross-entropy)", xlabel="epoch")
+    for key in ("train_loss", "val_loss"):
+        if key in history[0]:
+            axes[0].plot(epochs, [row[key] for row in history], marker="o", label=key)
+    axes[0].set(title="loss (masked cross-entropy)", xlabel="epoch")
+    axes[0].legend(fontsize=8)
     for key in val_keys:
         values = [row[key] * (100 if key == "val_CIDEr" else 1) for row in history]
         axes[1].plot(

@@ -1,6 +1,6 @@
 """Self-critical sequence training (Rennie et al. 2017) on cached features.
 
-    python -m training.scst --data ../shared/flickr8k --init runs/lite2/best.safetensors --run runs/lite2_scst
+    python -m training.scst --data ../shared/flickr8k --init runs/lite2/best.safetensors --run-dir runs/lite2_scst
 
 Starts from a cross-entropy checkpoint and maximises CIDEr-D directly: for each image,
 ``--samples`` captions are sampled; each gets the reward CIDEr-D(sample) - CIDEr-D(greedy
@@ -41,7 +41,7 @@ class ScstConfig:
 
     data: str
     init: str
-    run: str = "runs/scst"
+    run_dir: str = "runs/scst"
     annotations: str | None = None
     features: str = "runs/features"
     epochs: int = 10
@@ -89,7 +89,7 @@ def train_scst(config: ScstConfig) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    run_dir = Path(config.run)
+    run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     initial = load_checkpoint(config.init)
     model, vocab, spec = initial.model, initial.vocab, initial.encoder

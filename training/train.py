@@ -1,6 +1,6 @@
 """Train the glue + LSTM decoder on cached encoder features.
 
-    python -m training.train --data ../shared/flickr8k --run runs/lite0
+    python -m training.train --data ../shared/flickr8k --run-dir runs/lite0
 
 Builds the vocabulary from the train split, extracts (or reuses) features, trains with
 Adam, gradient clipping and an LR schedule, checks greedy BLEU-4/CIDEr on ``val`` every
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from captioner.checkpoint import save_checkpoint
@@ -32,7 +32,9 @@ from captioner.decoding import greedy_decode
 from captioner.encoders import build_encoder
 from captioner.model import CaptionModel, masked_cross_entropy
 from captioner.vocab import Vocabulary
+from training.batches import caption_batches, caption_pairs
 from training.datasets import CaptionedImage, load_corpus
+from training.distributed import Distributed, setup_distributed
 from training.extract_features import cache_dir_for
 from training.feature_cache import extract_features
 from training.metrics import score_captions
@@ -46,7 +48,7 @@ class TrainConfig:
     """Training settings (command-line flags map 1:1 onto these fields)."""
 
     data: str
-    run: str = "runs/default"
+    run_dir: str = "runs/default"
     annotations: str | None = None
     features: str = "runs/features"
     encoder: str = "efficientnet_lite0"
@@ -70,40 +72,14 @@ class TrainConfig:
     threads: int = 0
     resume: bool = False
     max_train_images: int = 0
+    bucket_window: int = 0
+    device: str | None = None
 
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _caption_pairs(images: list[CaptionedImage], rows: np.ndarray, vocab: Vocabulary):
-    """(feature row, token ids) for every caption."""
-    return [
-        (int(row), torch.tensor(vocab.encode(caption)))
-        for image, row in zip(images, rows)
-        for caption in image.captions
-    ]
-
-
-def _batches(pairs, batch_size: int, generator: torch.Generator, *, window: int = 50):
-    """Shuffled batches of similar-length captions (less padding, same data every epoch).
-
-    The shuffled captions are cut into windows of ``window`` batches; each window is sorted
-    by length and split into batches, and the batches are shuffled again.
-    """
-    order = torch.randperm(len(pairs), generator=generator).tolist()
-    span = batch_size * window
-    batches = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: len(pairs[i][1]))
-        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    for index in torch.randperm(len(batches), generator=generator).tolist():
-        chunk = [pairs[i] for i in batches[index]]
-        rows = torch.tensor([row for row, _ in chunk])
-        captions = pad_sequence([ids for _, ids in chunk], batch_first=True, padding_value=0)
-        yield rows, captions
 
 
 def _pooled(cache_features: np.ndarray) -> torch.Tensor:
@@ -124,7 +100,10 @@ def validate(
     max_length: int,
     batch_size: int = 250,
 ) -> dict[str, float]:
-    """Greedy-decode ``features`` and score against the images' references (fast, Java-free)."""
+    """Greedy-decode ``features`` and score against the images' references (fast, Java-free).
+
+    Plain greedy over the whole vocabulary (``<unk>`` allowed), as the shipped model was selected.
+    """
     model.eval()
     predictions = {}
     for start in range(0, len(images), batch_size):
@@ -135,7 +114,6 @@ def validate(
             end_id=vocab.end_id,
             max_length=max_length,
             top_k=1,
-            suppress_ids=vocab.never_generated_ids,
         )
         for image, seq in zip(images[start : start + batch_size], decoded):
             predictions[image.name] = " ".join(vocab.decode(seq.token_ids))
@@ -150,16 +128,29 @@ def _save_resume(path: Path, state: dict) -> None:
 
 
 def train(config: TrainConfig) -> Path:
-    """Run training; returns the path of the best checkpoint."""
+    """Run training (one process, or one rank of a ``torchrun`` job); returns the best checkpoint's path."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    run_dir = Path(config.run)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    job = setup_distributed(config.device)
+    try:
+        return _train(config, job)
+    finally:
+        job.close()
 
+
+def _train(config: TrainConfig, job: Distributed) -> Path:
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _seed_everything(config.seed)
     corpus = load_corpus(config.data, annotations=config.annotations)
     encoder = build_encoder(config.encoder)
     cache = extract_features(
-        encoder, [image.path for image in corpus], cache_dir_for(Path(config.features), config.encoder)
+        encoder.to(job.device),
+        [image.path for image in corpus],
+        cache_dir_for(Path(config.features), config.encoder),
+        rank=job.rank,
+        world_size=job.world_size,
+        barrier=job.barrier,
     )
     train_images = [image for image in corpus if image.split == "train"]
     if config.max_train_images:
@@ -168,10 +159,10 @@ def train(config: TrainConfig) -> Path:
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
     vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
-    pooled = _pooled(cache.features)
-    train_rows = cache.rows([image.name for image in train_images])
-    val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images]))]
-    pairs = _caption_pairs(train_images, train_rows, vocab)
+    pooled = _pooled(cache.features).to(job.device)
+    val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
+    pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
+    val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
 
     model_config = ModelConfig(
         encoder=config.encoder,
@@ -183,8 +174,7 @@ def train(config: TrainConfig) -> Path:
         dropout=config.dropout,
         image_dropout=config.image_dropout,
     )
-    _seed_everything(config.seed)  # after feature extraction, which may or may not draw random numbers
-    model = CaptionModel(model_config)
+    model = CaptionModel(model_config).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
@@ -204,84 +194,124 @@ def train(config: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
         history = json.loads(state["history"])
-        print(f"resumed from {resume_path} after epoch {start_epoch}")
+        _log(job, f"resumed from {resume_path} after epoch {start_epoch}")
 
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    print(
+    trainer = DistributedDataParallel(model) if job.enabled else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=job.device.type == "cuda")
+    if job.is_main:
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    _log(
+        job,
         f"{len(train_images)} train images, {len(pairs)} captions, vocab {len(vocab)}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {job.world_size} process(es) on "
+        f"{job.device.type}, global batch {config.batch_size} ({config.batch_size // job.world_size} per process), "
+        f"lr {config.lr}",
     )
     for epoch in range(start_epoch, config.epochs):
         if stale >= config.patience:
             break
         started = time.perf_counter()
         model.train()
-        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         total, count = 0.0, 0
-        n_batches = (len(pairs) + config.batch_size - 1) // config.batch_size
+        batches = caption_batches(
+            pairs,
+            global_batch=config.batch_size,
+            epoch=epoch,
+            seed=config.seed * 1000,
+            rank=job.rank,
+            world_size=job.world_size,
+            bucket_window=config.bucket_window,
+        )
+        n_batches = -(-len(pairs) // config.batch_size)
         for rows, captions in tqdm(
-            _batches(pairs, config.batch_size, generator),
-            total=n_batches,
-            desc=f"epoch {epoch + 1}",
-            leave=False,
+            batches, total=n_batches, desc=f"epoch {epoch + 1}", leave=False, disable=not job.is_main
         ):
-            logits = model(pooled[rows], captions)  # (B, T-1, V)
-            loss = masked_cross_entropy(logits, captions[:, 1:], label_smoothing=config.label_smoothing)
+            rows, captions = rows.to(job.device), captions.to(job.device)
+            with autocast:
+                logits = trainer(pooled[rows], captions)  # (B, T-1, V)
+                loss = masked_cross_entropy(logits, captions[:, 1:], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             total, count = total + loss.item() * len(rows), count + len(rows)
         scheduler.step()
-        scores = validate(model, val_features, val_images, vocab, max_length=config.max_length)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": total / count,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-            **{f"val_{k}": v for k, v in scores.items()},
-        }
-        history.append(row)
-        score = scores[config.select_metric]
-        if score > best_score:
-            best_score, stale = score, 0
-            save_checkpoint(
-                best_path,
-                model,
-                vocab,
-                encoder.spec,
-                training={
+        if job.is_main:
+            scores = validate(model, val_features, val_images, vocab, max_length=config.max_length)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": total / count,
+                "val_loss": validation_loss(model, val_features, val_pairs),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - started,
+                **{f"val_{k}": v for k, v in scores.items()},
+            }
+            history.append(row)
+            score = scores[config.select_metric]
+            stale = 0 if score > best_score else stale + 1
+            if stale == 0:
+                best_score = score
+                training = {
                     "config": dataclasses.asdict(config),
                     "epoch": epoch + 1,
                     "train_images": len(train_images),
                     "train_seconds": sum(h["seconds"] for h in history),
-                },
-                metrics={"val_greedy": scores},
+                    "processes": job.world_size,
+                }
+                save_checkpoint(
+                    best_path, model, vocab, encoder.spec, training=training, metrics={"val_greedy": scores}
+                )
+            _log(
+                job,
+                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                + (" *" if stale == 0 else ""),
             )
-        else:
-            stale += 1
-        print(
-            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-            + (" *" if stale == 0 else ""),
-            flush=True,
-        )
-        _write_log(run_dir, history)
-        _save_resume(
-            resume_path,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "best_score": best_score,
-                "stale": stale,
-                "history": json.dumps(history),
-                "vocab": vocab.tokens,
-                "model_config": model_config.to_dict(),
-            },
-        )
+            _write_log(run_dir, history)
+            _save_resume(
+                resume_path,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_score": best_score,
+                    "stale": stale,
+                    "history": json.dumps(history),
+                    "vocab": vocab.tokens,
+                    "model_config": model_config.to_dict(),
+                },
+            )
+        stale = _broadcast_int(job, stale)  # every rank stops early together
+        job.barrier()
     return best_path
+
+
+def validation_loss(model: CaptionModel, features: torch.Tensor, pairs) -> float:
+    """Teacher-forced masked cross-entropy on the validation captions (dropout off)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for rows, captions in caption_batches(pairs, global_batch=500, epoch=0, seed=0):
+            rows, captions = rows.to(features.device), captions.to(features.device)
+            targets = captions[:, 1:]
+            n = int((targets != 0).sum())
+            total += float(masked_cross_entropy(model(features[rows], captions), targets)) * n
+            tokens += n
+    return total / tokens
+
+
+def _broadcast_int(job: Distributed, value: int) -> int:
+    if not job.enabled:
+        return value
+    tensor = torch.tensor([value], device=job.device if job.device.type == "cuda" else "cpu")
+    torch.distributed.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def _log(job: Distributed, message: str) -> None:
+    if job.is_main:
+        print(message, flush=True)
 
 
 def _write_log(run_dir: Path, history: list[dict]) -> None:
@@ -301,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         elif field.name == "data":
             parser.add_argument(flag, required=True, help="corpus folder (images/ + captions)")
         else:
-            kind = {"int": int, "float": float}.get(field.type, str)
+            kind = {"int": int, "float": float}.get(field.type, str)  # "str | None" fields stay str
             parser.add_argument(flag, type=kind, default=field.default, help=f"(default {field.default})")
     return parser
 
