@@ -18,7 +18,8 @@ import gradio as gr  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError  # noqa: E402
-from captioner.presentation import highlighted_words, step_chart, steps_table  # noqa: E402
+from captioner.media import load_image  # noqa: E402
+from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
 
 DEMO_DIR = Path(__file__).parent / "demo"
 MAX_FILE_SIZE = "20mb"
@@ -57,7 +58,7 @@ def _word_choices(result: CaptionResult) -> list[tuple[str, int]]:
     return [(f"{n + 1}. {step.word}", n) for n, step in enumerate(result.steps)]
 
 
-def _outputs(result: CaptionResult) -> tuple:
+def _outputs(result: CaptionResult, picture: Image.Image) -> tuple:
     return (
         result.caption,
         highlighted_words(result),
@@ -65,6 +66,7 @@ def _outputs(result: CaptionResult) -> tuple:
         step_chart(result, 0),
         gr.Dropdown(choices=_word_choices(result), value=0 if result.steps else None),
         result,
+        attention_overlays(picture, result),
     )
 
 
@@ -81,10 +83,11 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         if image is None:
             raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
         try:
-            result = captioner.caption(image, **_options(decoding, beam_size, top_k, max_length))
+            picture = load_image(image)
+            result = captioner.caption(picture, **_options(decoding, beam_size, top_k, max_length))
         except MediaError as error:
             raise gr.Error(f"Could not read this image: {error}.") from error
-        return _outputs(result)
+        return _outputs(result, picture)
 
     def caption_video(
         video: str | None,
@@ -106,16 +109,20 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
         timeline = [(s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments]
-        return (*_outputs(result), timeline)
+        middle = result.segments[len(result.segments) // 2].thumbnail
+        return (*_outputs(result, middle), timeline)
 
     def show_step(result: CaptionResult | None, index: int | None):
         if result is None or index is None:
             return None
         return step_chart(result, int(index))
 
-    with gr.Blocks(title="LSTM image captioner") as demo:
+    encoder_name = captioner.checkpoint.encoder.name.replace("efficientnet_lite", "EfficientNet-Lite")
+    decoder_name = "soft-attention LSTM decoder" if captioner.has_attention else "LSTM decoder"
+    # delete_cache: result images Gradio writes to its cache are removed after an hour
+    with gr.Blocks(title="LSTM image captioner", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
-            "# Image captioner\nEfficientNet-Lite0 encoder → linear glue → LSTM decoder, trained on "
+            f"# Image captioner\n{encoder_name} encoder → linear glue → {decoder_name}, trained on "
             "Flickr8k. Upload a photo or a short clip; every word comes with the top-k words the "
             "model weighed. Research demo: the training data is for research use only."
         )
@@ -150,16 +157,24 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                 with gr.Row():
                     word = gr.Dropdown(label="Top-k of word", choices=[], interactive=True)
                 chart = gr.BarPlot(x="word", y="probability", sort="-y", y_lim=[0, 1], label="Top-k at the chosen word")
-                gr.Markdown(
-                    "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
-                    "LSTM once, Show-and-Tell style), so there is no per-word map to show."
+                attention = gr.Gallery(
+                    label="Where the model looked for each word (attention)",
+                    columns=4,
+                    height="auto",
+                    visible=captioner.has_attention,
+                    elem_id="attention",
                 )
+                if not captioner.has_attention:
+                    gr.Markdown(
+                        "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
+                        "LSTM once, Show-and-Tell style), so there is no per-word map to show."
+                    )
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
         timeline = gr.Gallery(label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline")
         result_state = gr.State()
 
         settings = [decoding, beam_size, top_k, max_length]
-        outputs = [caption, coloured, table, chart, word, result_state]
+        outputs = [caption, coloured, table, chart, word, result_state, attention]
         photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
         video_button.click(caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video")
         word.change(show_step, [result_state, word], chart, api_name="step_chart")

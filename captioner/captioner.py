@@ -44,6 +44,7 @@ class WordStep:
     word: str
     prob: float
     alternatives: list[tuple[str, float]]
+    attention: list[float] | None = None  # weights over the encoder's H x W locations, row-major
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class CaptionResult:
     steps: list[WordStep]
     log_prob: float
     finished: bool
+    attention_grid: tuple[int, int] | None = None  # (H, W) of each step's attention, if the model attends
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +79,7 @@ class VideoCaptionResult(CaptionResult):
     segments: list[VideoSegment] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        base = CaptionResult(self.caption, self.steps, self.log_prob, self.finished).to_dict()
+        base = CaptionResult(self.caption, self.steps, self.log_prob, self.finished, self.attention_grid).to_dict()
         segments = [{"start": s.start, "end": s.end, "caption": s.result.caption} for s in self.segments]
         return {**base, "frame_times": self.frame_times, "segments": segments}
 
@@ -197,15 +199,22 @@ class Captioner:
             decoded = greedy_decode(self.model, features, **common)
         else:
             decoded = beam_search(self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common)
-        return [self._result(d) for d in decoded]
+        grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
+        return [self._result(d, grid) for d in decoded]
 
-    def _result(self, decoded: Decoded) -> CaptionResult:
+    @property
+    def has_attention(self) -> bool:
+        """True when every word comes with attention weights over the image (a heatmap)."""
+        return bool(self.checkpoint.config.attention)
+
+    def _result(self, decoded: Decoded, grid: tuple[int, int] | None = None) -> CaptionResult:
         tokens = self.vocab.tokens
         steps = [
             WordStep(
                 word=tokens[step.token_id],
                 prob=step.prob,
                 alternatives=[(tokens[i], p) for i, p in zip(step.top_ids, step.top_probs)],
+                attention=list(step.attention) if step.attention is not None else None,
             )
             for step in decoded.steps
             if step.token_id != self.vocab.end_id
@@ -216,4 +225,5 @@ class Captioner:
             steps=steps,
             log_prob=decoded.log_prob,
             finished=decoded.finished,
+            attention_grid=grid,
         )

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from captioner.config import ModelConfig
 from captioner.encoders import EncoderSpec
-from captioner.model import CaptionModel
+from captioner.model import CaptionModel, build_model
 from captioner.vocab import Vocabulary
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -132,7 +132,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise _unreadable(path, error) from error
-    model = CaptionModel(config)
+    model = build_model(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -23,6 +23,9 @@ class ModelConfig:
         num_layers: Stacked LSTM layers.
         dropout: Dropout on the LSTM output before the classifier (and between LSTM layers).
         image_dropout: Dropout on the glue output (the image embedding the LSTM reads first).
+        attention: Soft attention over the encoder's map (Show, Attend and Tell) instead of
+            the pooled vector read once (Show and Tell).
+        attention_dim: Size of the additive attention's hidden layer.
     """
 
     encoder: str = "efficientnet_lite0"
@@ -33,6 +36,8 @@ class ModelConfig:
     num_layers: int = 1
     dropout: float = 0.5
     image_dropout: float = 0.5
+    attention: bool = False
+    attention_dim: int = 512
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,14 +23,25 @@ class StepModel(Protocol):
     def select_state(self, state: Any, indices: torch.Tensor) -> Any: ...
 
 
+def _attention(model: StepModel, state: Any) -> torch.Tensor | None:
+    """The attention weights (B, L) the last step used, for models that attend; else None."""
+    weights_of = getattr(model, "attention_weights", None)
+    return weights_of(state) if weights_of is not None else None
+
+
 @dataclass(frozen=True)
 class Step:
-    """One generated token with its probability and the top-k alternatives (sorted)."""
+    """One generated token with its probability and the top-k alternatives (sorted).
+
+    ``attention`` holds the weights over image locations used for this word when the model
+    attends (None otherwise).
+    """
 
     token_id: int
     prob: float
     top_ids: tuple[int, ...]
     top_probs: tuple[float, ...]
+    attention: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,14 +85,13 @@ def greedy_decode(
     state = model.init_state(features)
     tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
-    step_log_p, step_ids = [], []
+    step_log_p, step_ids, step_attention = [], [], []
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
-        top_log_p, top_ids = _distribution(logits, temperature, suppress_ids).topk(
-            top_k, dim=-1
-        )  # sorted: [:, 0] is argmax
+        top_log_p, top_ids = _distribution(logits, temperature, suppress_ids).topk(top_k, dim=-1)  # [:, 0]: argmax
         step_log_p.append(top_log_p)
         step_ids.append(top_ids)
+        step_attention.append(_attention(model, state))
         tokens = top_ids[:, 0]
         finished |= tokens == end_id
         if bool(finished.all()):
@@ -89,11 +99,13 @@ def greedy_decode(
     all_log_p = torch.stack(step_log_p, dim=1)  # (B, T, k)
     all_probs, all_ids = all_log_p.exp().tolist(), torch.stack(step_ids, dim=1).tolist()
     chosen_log_p = all_log_p[:, :, 0].tolist()
+    attends = step_attention[0] is not None
+    attention = torch.stack(step_attention, dim=1).tolist() if attends else [[None] * len(step_ids)] * batch
     results = []
     for i in range(batch):
         steps, log_prob = [], 0.0
-        for ids, probs, lp in zip(all_ids[i], all_probs[i], chosen_log_p[i]):
-            steps.append(Step(ids[0], probs[0], tuple(ids), tuple(probs)))
+        for ids, probs, lp, weights in zip(all_ids[i], all_probs[i], chosen_log_p[i], attention[i]):
+            steps.append(Step(ids[0], probs[0], tuple(ids), tuple(probs), tuple(weights) if weights else None))
             log_prob += lp
             if ids[0] == end_id:
                 break
@@ -172,12 +184,20 @@ def _beam_search_one(
         words = (best_flat % vocab).tolist()
         chosen_log_p = log_p.view(-1)[best_flat].tolist()
         top_ids_list, top_probs = top_ids.tolist(), top_log_p.exp().tolist()
+        weights = _attention(model, state)
+        attention = weights.tolist() if weights is not None else None
 
         alive_parents, alive_words, alive_scores, alive_histories = [], [], [], []
         for rank, (parent, word, score, word_log_p) in enumerate(
             zip(parents, words, best_scores.tolist(), chosen_log_p)
         ):
-            step = Step(word, math.exp(word_log_p), tuple(top_ids_list[parent]), tuple(top_probs[parent]))
+            step = Step(
+                word,
+                math.exp(word_log_p),
+                tuple(top_ids_list[parent]),
+                tuple(top_probs[parent]),
+                tuple(attention[parent]) if attention is not None else None,
+            )
             history = [*histories[parent], step]
             if word == end_id:
                 if rank < beam_size:

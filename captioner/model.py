@@ -16,7 +16,7 @@ from torch import nn
 
 from captioner.config import ModelConfig
 
-__all__ = ["Glue", "CaptionModel", "DecoderState", "masked_cross_entropy"]
+__all__ = ["Glue", "CaptionModel", "DecoderState", "build_model", "masked_cross_entropy"]
 
 DecoderState = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers, B, hidden)
 
@@ -94,3 +94,12 @@ def masked_cross_entropy(
         ignore_index=pad_id,
         label_smoothing=label_smoothing,
     )
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The decoder the config describes: Show-and-Tell or soft attention."""
+    if config.attention:
+        from captioner.attention import AttentionCaptionModel
+
+        return AttentionCaptionModel(config)
+    return CaptionModel(config)

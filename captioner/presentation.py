@@ -6,11 +6,13 @@ UI stays thin and these are tested directly.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from captioner.captioner import CaptionResult
 
-__all__ = ["highlighted_words", "steps_table", "step_chart", "STEP_COLUMNS"]
+__all__ = ["highlighted_words", "steps_table", "step_chart", "attention_overlays", "STEP_COLUMNS"]
 
 STEP_COLUMNS = ("#", "word", "p(word)")
 
@@ -37,3 +39,25 @@ def step_chart(result: CaptionResult, index: int) -> pd.DataFrame:
         return pd.DataFrame({"word": [], "probability": []})
     step = result.steps[min(max(index, 0), len(result.steps) - 1)]
     return pd.DataFrame({"word": [w for w, _ in step.alternatives], "probability": [p for _, p in step.alternatives]})
+
+
+def attention_overlays(image: Image.Image, result: CaptionResult, *, size: int = 256) -> list[tuple[Image.Image, str]]:
+    """One picture per word: the image with that word's attention weights as a heatmap.
+
+    Empty when the model has no attention (nothing is invented).
+    """
+    if result.attention_grid is None or not result.steps or result.steps[0].attention is None:
+        return []
+    import matplotlib
+
+    colormap = matplotlib.colormaps["inferno"]
+    height, width = result.attention_grid
+    base = image.convert("RGB").resize((size, size * image.height // max(image.width, 1) or 1))
+    overlays = []
+    for step in result.steps:
+        weights = np.asarray(step.attention, dtype=np.float32).reshape(height, width)
+        weights = weights / max(float(weights.max()), 1e-8)
+        heat = Image.fromarray(np.uint8(weights * 255)).resize(base.size, Image.Resampling.BICUBIC)
+        coloured = Image.fromarray(np.uint8(colormap(np.asarray(heat) / 255.0)[..., :3] * 255))
+        overlays.append((Image.blend(base, coloured, 0.55), f"{step.word} ({step.prob:.2f})"))
+    return overlays

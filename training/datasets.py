@@ -1,4 +1,4 @@
-"""Caption corpora in their own formats: Flickr8k text files and Karpathy-style JSON."""
+"""Caption corpora in their own formats: Flickr8k text files, COCO caption JSON, Karpathy-style JSON."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def load_corpus(data_dir: str | Path, *, annotations: str | Path | None = None) 
     """Read a captioned-image corpus, sorted by file name.
 
     Args:
-        data_dir: Folder holding ``images/`` and either ``Flickr8k_text/`` or a
-            ``dataset_*.json`` file.
+        data_dir: Folder holding ``images/`` and ``Flickr8k_text/``; or MS-COCO's
+            ``train2014/``, ``val2014/`` and ``annotations/captions_{train,val}2014.json``
+            (official split: train2014 -> train, val2014 -> val); or a ``dataset_*.json``.
         annotations: A Karpathy-style ``dataset_*.json`` (Flickr8k/30k, COCO) to use
             instead of the Flickr8k text files; relative paths are taken from ``data_dir``.
     """
@@ -47,6 +48,8 @@ def load_corpus(data_dir: str | Path, *, annotations: str | Path | None = None) 
         return _load_karpathy(json_path if json_path.is_absolute() else data_dir / json_path, data_dir)
     if (data_dir / "Flickr8k_text").is_dir():
         return _load_flickr8k(data_dir)
+    if (data_dir / "annotations" / "captions_train2014.json").is_file():
+        return _load_coco(data_dir)
     candidates = sorted(data_dir.glob("dataset_*.json"))
     if candidates:
         return _load_karpathy(candidates[0], data_dir)
@@ -78,4 +81,21 @@ def _load_karpathy(json_path: Path, data_dir: Path) -> list[CaptionedImage]:
         folder = data_dir / "images" if not entry.get("filepath") else data_dir / entry["filepath"]
         sentences = tuple(s["raw"].strip() for s in entry["sentences"])
         images.append(CaptionedImage(folder / entry["filename"], split, sentences))
+    return sorted(images, key=lambda image: str(image.path))
+
+
+def _load_coco(data_dir: Path) -> list[CaptionedImage]:
+    images = []
+    for split, year_split in (("train", "train2014"), ("val", "val2014")):
+        path = data_dir / "annotations" / f"captions_{year_split}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        captions: dict[int, list[str]] = defaultdict(list)
+        for annotation in data["annotations"]:
+            captions[annotation["image_id"]].append(annotation["caption"].strip())
+        for entry in data["images"]:
+            images.append(
+                CaptionedImage(data_dir / year_split / entry["file_name"], split, tuple(captions[entry["id"]]))
+            )
     return sorted(images, key=lambda image: str(image.path))

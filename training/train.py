@@ -30,7 +30,7 @@ from captioner.checkpoint import save_checkpoint
 from captioner.config import ModelConfig
 from captioner.decoding import greedy_decode
 from captioner.encoders import build_encoder
-from captioner.model import CaptionModel, masked_cross_entropy
+from captioner.model import CaptionModel, build_model, masked_cross_entropy
 from captioner.vocab import Vocabulary
 from training.batches import caption_batches, caption_pairs
 from training.datasets import CaptionedImage, load_corpus
@@ -74,6 +74,9 @@ class TrainConfig:
     max_train_images: int = 0
     bucket_window: int = 0
     device: str | None = None
+    attention: bool = False
+    attention_dim: int = 512
+    attention_reg: float = 1.0
 
 
 def _seed_everything(seed: int) -> None:
@@ -159,7 +162,10 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
     vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
-    pooled = _pooled(cache.features).to(job.device)
+    # Attention reads the whole map (kept in fp16), Show-and-Tell only its pooled vector.
+    pooled = (torch.from_numpy(np.asarray(cache.features)) if config.attention else _pooled(cache.features)).to(
+        job.device
+    )
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
     pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
     val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
@@ -173,8 +179,10 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         num_layers=config.num_layers,
         dropout=config.dropout,
         image_dropout=config.image_dropout,
+        attention=config.attention,
+        attention_dim=config.attention_dim,
     )
-    model = CaptionModel(model_config).to(job.device)
+    model = build_model(model_config).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
@@ -228,8 +236,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         ):
             rows, captions = rows.to(job.device), captions.to(job.device)
             with autocast:
-                logits = trainer(pooled[rows], captions)  # (B, T-1, V)
-                loss = masked_cross_entropy(logits, captions[:, 1:], label_smoothing=config.label_smoothing)
+                loss = _loss(trainer, pooled[rows], captions, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -285,6 +292,19 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         stale = _broadcast_int(job, stale)  # every rank stops early together
         job.barrier()
     return best_path
+
+
+def _loss(trainer, features: torch.Tensor, captions: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """Masked cross-entropy; with attention, plus the doubly stochastic penalty (each location
+    should receive about one unit of attention over the caption, Xu et al. eq. 14)."""
+    targets = captions[:, 1:]
+    if not config.attention:
+        return masked_cross_entropy(trainer(features, captions), targets, label_smoothing=config.label_smoothing)
+    logits, weights = trainer(features, captions, return_attention=True)  # (B, T-1, V), (B, T-1, L)
+    loss = masked_cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+    mask = (targets != 0).float()[:, :, None]
+    coverage = (weights * mask).sum(dim=1)  # (B, L)
+    return loss + config.attention_reg * ((1.0 - coverage) ** 2).mean()
 
 
 def validation_loss(model: CaptionModel, features: torch.Tensor, pairs) -> float:
