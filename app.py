@@ -163,6 +163,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                     height="auto",
                     visible=captioner.has_attention,
                     elem_id="attention",
+                    format="jpeg",  # cheaper to encode than PNG: keeps the round trip short
                 )
                 if not captioner.has_attention:
                     gr.Markdown(
@@ -170,7 +171,9 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                         "LSTM once, Show-and-Tell style), so there is no per-word map to show."
                     )
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
-        timeline = gr.Gallery(label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline")
+        timeline = gr.Gallery(
+            label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline", format="jpeg"
+        )
         result_state = gr.State()
 
         settings = [decoding, beam_size, top_k, max_length]

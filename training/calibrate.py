@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> dict:
     if cache is None:
         raise FileNotFoundError(f"no {spec.name} feature cache under {args.features}; run training.extract_features")
     images = [image for image in corpus if image.split == args.split]
-    pooled = _pooled(cache.features)[torch.from_numpy(cache.rows([i.name for i in images]))]
+    rows_of_split = cache.rows([i.name for i in images])
+    if checkpoint.config.attention:  # attention reads the whole map
+        pooled = torch.from_numpy(np.asarray(cache.features[rows_of_split]))
+    else:
+        pooled = _pooled(cache.features)[torch.from_numpy(rows_of_split)]
     rows = [n for n, image in enumerate(images) for _ in image.captions]
     captions = [c for image in images for c in image.captions]
     logits, targets = _forced_logits(checkpoint, pooled[rows], captions)
