@@ -90,3 +90,27 @@ def test_torchrun_two_processes_match_a_single_process(tmp_path, mini_corpus):
     ddp_loss = [float(r["val_loss"]) for r in _log(ddp)]
     assert len(ddp_loss) == 3
     assert ddp_loss == pytest.approx(single_loss, rel=0.02)
+    # resume under DDP: one more epoch from rank 0's last.pt, on both ranks
+    args = _train_args(mini_corpus, ddp, tmp_path / "f2")
+    args[args.index("--epochs") + 1] = "4"
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "training.train",
+            *args,
+            "--resume",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and resumed.stdout.count("epoch=4 ") == 1
+    assert [int(r["epoch"]) for r in _log(ddp)] == [1, 2, 3, 4]
