@@ -23,7 +23,6 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from training.datasets import SPLITS, load_corpus
 from training.extract_features import cache_dir_for
 from training.feature_cache import open_cache
-from training.train import _pooled
 
 __all__ = ["expected_calibration_error", "fit_temperature", "main"]
 
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     if checkpoint.config.attention:  # attention reads the whole map
         pooled = torch.from_numpy(np.asarray(cache.features[rows_of_split]))
     else:
-        pooled = _pooled(cache.features)[torch.from_numpy(rows_of_split)]
+        pooled = cache.pooled()[torch.from_numpy(rows_of_split)]
     rows = [n for n, image in enumerate(images) for _ in image.captions]
     captions = [c for image in images for c in image.captions]
     logits, targets = _forced_logits(checkpoint, pooled[rows], captions)

@@ -38,6 +38,14 @@ class FeatureCache:
         index = {name: i for i, name in enumerate(self.names)}
         return np.array([index[name] for name in names], dtype=np.int64)
 
+    def pooled(self) -> torch.Tensor:
+        """(N, C) float32 vectors averaged over each map, read in chunks to bound memory."""
+        chunks = [
+            torch.from_numpy(np.asarray(self.features[i : i + 1024], dtype=np.float32)).mean(dim=(2, 3))
+            for i in range(0, self.features.shape[0], 1024)
+        ]
+        return torch.cat(chunks)
+
 
 class _ImageFolder(Dataset):
     def __init__(self, paths: Sequence[Path], transform) -> None:

@@ -11,11 +11,10 @@ the greedy caption. Validation (greedy BLEU-4/CIDEr on ``val``), ``best.safetens
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,11 @@ from captioner.decoding import greedy_decode
 from captioner.model import CaptionModel
 from captioner.vocab import Vocabulary, tokenize
 from training.cider import CiderD
+from training.config_cli import config_parser
 from training.datasets import load_corpus
 from training.extract_features import cache_dir_for
 from training.feature_cache import open_cache
-from training.train import _pooled, _save_resume, _write_log, validate
+from training.train import _save_resume, _write_log, validate
 
 __all__ = ["ScstConfig", "main", "sample_captions"]
 
@@ -39,8 +39,8 @@ __all__ = ["ScstConfig", "main", "sample_captions"]
 class ScstConfig:
     """Self-critical training settings (flags map 1:1 onto these fields)."""
 
-    data: str
-    init: str
+    data: str = field(metadata={"help": "corpus folder (images/ + captions)"})
+    init: str = field(metadata={"help": "cross-entropy checkpoint to start from"})
     run_dir: str = "runs/scst"
     annotations: str | None = None
     features: str = "runs/features"
@@ -101,7 +101,7 @@ def train_scst(config: ScstConfig) -> Path:
             f"no complete {spec.name} feature cache for this corpus under {config.features}; "
             "run training.extract_features (or training.train) first"
         )
-    pooled = _pooled(cache.features)
+    pooled = cache.pooled()
     train_images = [image for image in corpus if image.split == "train"]
     if config.max_train_images:
         train_images = train_images[: config.max_train_images]
@@ -215,17 +215,8 @@ def train_scst(config: ScstConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(ScstConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
-            parser.add_argument(flag, action="store_true")
-        elif field.name in ("data", "init"):
-            parser.add_argument(flag, required=True)
-        else:
-            kind = {"int": int, "float": float}.get(field.type, str)
-            parser.add_argument(flag, type=kind, default=field.default, help=f"(default {field.default})")
-    print(f"best checkpoint: {train_scst(ScstConfig(**vars(parser.parse_args(argv))))}")
+    config = ScstConfig(**vars(config_parser(ScstConfig, __doc__).parse_args(argv)))
+    print(f"best checkpoint: {train_scst(config)}")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ show the curves.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from captioner.encoders import build_encoder
 from captioner.model import CaptionModel, build_model, masked_cross_entropy
 from captioner.vocab import Vocabulary
 from training.batches import caption_batches, caption_pairs
+from training.config_cli import config_parser
 from training.datasets import CaptionedImage, load_corpus
 from training.distributed import Distributed, setup_distributed
 from training.extract_features import cache_dir_for
@@ -47,7 +47,7 @@ __all__ = ["TrainConfig", "main", "train"]
 class TrainConfig:
     """Training settings (command-line flags map 1:1 onto these fields)."""
 
-    data: str
+    data: str = field(metadata={"help": "corpus folder (images/ + captions)"})
     run_dir: str = "runs/default"
     annotations: str | None = None
     features: str = "runs/features"
@@ -83,15 +83,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _pooled(cache_features: np.ndarray) -> torch.Tensor:
-    """(N, C, H, W) fp16 maps -> (N, C) float32 pooled vectors, in chunks to bound memory."""
-    chunks = [
-        torch.from_numpy(np.asarray(cache_features[i : i + 1024], dtype=np.float32)).mean(dim=(2, 3))
-        for i in range(0, cache_features.shape[0], 1024)
-    ]
-    return torch.cat(chunks)
 
 
 def validate(
@@ -163,9 +154,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
     vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
     # Attention reads the whole map (kept in fp16), Show-and-Tell only its pooled vector.
-    pooled = (torch.from_numpy(np.asarray(cache.features)) if config.attention else _pooled(cache.features)).to(
-        job.device
-    )
+    pooled = (torch.from_numpy(np.asarray(cache.features)) if config.attention else cache.pooled()).to(job.device)
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
     pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
     val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
@@ -342,22 +331,8 @@ def _write_log(run_dir: Path, history: list[dict]) -> None:
     plot_curves(history, run_dir / "curves.png")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type == "bool":
-            parser.add_argument(flag, action="store_true", help=f"(default {field.default})")
-        elif field.name == "data":
-            parser.add_argument(flag, required=True, help="corpus folder (images/ + captions)")
-        else:
-            kind = {"int": int, "float": float}.get(field.type, str)  # "str | None" fields stay str
-            parser.add_argument(flag, type=kind, default=field.default, help=f"(default {field.default})")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> None:
-    config = TrainConfig(**vars(_parser().parse_args(argv)))
+    config = TrainConfig(**vars(config_parser(TrainConfig, __doc__).parse_args(argv)))
     best = train(config)
     print(f"best checkpoint: {best}")
 
