@@ -7,6 +7,7 @@ token, its probability and the top-k candidates from the same softmax that chose
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,37 +78,66 @@ def greedy_decode(
     temperature: float = 1.0,
     suppress_ids: tuple[int, ...] = (),
 ) -> list[Decoded]:
-    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens.
+    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens."""
 
-    The loop stays on tensors (one ``topk`` per step); Python objects are built once at the end.
+    def most_probable(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _distribution(logits, temperature, suppress_ids), None  # the top-1 word is taken
+
+    return _decode_batch(
+        model, features, most_probable, start_id=start_id, end_id=end_id, max_length=max_length, top_k=top_k
+    )
+
+
+def _decode_batch(
+    model: StepModel,
+    features: torch.Tensor,
+    pick: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    start_id: int,
+    end_id: int,
+    max_length: int,
+    top_k: int,
+) -> list[Decoded]:
+    """One word per image per step, for greedy decoding and sampling alike.
+
+    ``pick(logits)`` returns the log-probabilities (B, V) the word is chosen from and the
+    chosen tokens (B,), or None for the most probable. The loop stays on tensors; Python
+    objects are built once at the end.
     """
     batch = features.shape[0]
     state = model.init_state(features)
     tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
-    step_log_p, step_ids, step_attention = [], [], []
+    step_top_log_p, step_top_ids, step_tokens, step_log_p, step_attention = [], [], [], [], []
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
-        top_log_p, top_ids = _distribution(logits, temperature, suppress_ids).topk(top_k, dim=-1)  # [:, 0]: argmax
-        step_log_p.append(top_log_p)
-        step_ids.append(top_ids)
+        log_p, chosen = pick(logits)  # (B, V), (B,) or None
+        top_log_p, top_ids = log_p.topk(top_k, dim=-1)  # sorted: [:, 0] is the most probable
+        tokens = top_ids[:, 0] if chosen is None else chosen
+        step_top_log_p.append(top_log_p)
+        step_top_ids.append(top_ids)
+        step_tokens.append(tokens)
+        step_log_p.append(log_p.gather(1, tokens[:, None]).squeeze(1))
         step_attention.append(_attention(model, state))
-        tokens = top_ids[:, 0]
         finished |= tokens == end_id
         if bool(finished.all()):
             break
-    all_log_p = torch.stack(step_log_p, dim=1)  # (B, T, k)
-    all_probs, all_ids = all_log_p.exp().tolist(), torch.stack(step_ids, dim=1).tolist()
-    chosen_log_p = all_log_p[:, :, 0].tolist()
+    top_probs = torch.stack(step_top_log_p, dim=1).exp().tolist()  # (B, T, k)
+    top_ids_list = torch.stack(step_top_ids, dim=1).tolist()
+    tokens_list = torch.stack(step_tokens, dim=1).tolist()  # (B, T)
+    chosen_log_p = torch.stack(step_log_p, dim=1)  # (B, T)
+    chosen_probs, chosen_log_p = chosen_log_p.exp().tolist(), chosen_log_p.tolist()
     attends = step_attention[0] is not None
-    attention = torch.stack(step_attention, dim=1).tolist() if attends else [[None] * len(step_ids)] * batch
+    attention = torch.stack(step_attention, dim=1).tolist() if attends else [[None] * len(step_tokens)] * batch
     results = []
     for i in range(batch):
         steps, log_prob = [], 0.0
-        for ids, probs, lp, weights in zip(all_ids[i], all_probs[i], chosen_log_p[i], attention[i]):
-            steps.append(Step(ids[0], probs[0], tuple(ids), tuple(probs), tuple(weights) if weights else None))
+        for token, prob, lp, ids, probs, weights in zip(
+            tokens_list[i], chosen_probs[i], chosen_log_p[i], top_ids_list[i], top_probs[i], attention[i]
+        ):
+            steps.append(Step(token, prob, tuple(ids), tuple(probs), tuple(weights) if weights else None))
             log_prob += lp
-            if ids[0] == end_id:
+            if token == end_id:
                 break
         results.append(Decoded(tuple(steps), log_prob, steps[-1].token_id == end_id))
     return results
@@ -239,29 +269,16 @@ def sample_decode(
         raise ValueError("top_p must be in (0, 1]")
     if temperature <= 0:
         raise ValueError("temperature must be positive")
-    batch = features.shape[0]
-    state = model.init_state(features)
-    tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
-    histories: list[list[Step]] = [[] for _ in range(batch)]
-    log_probs = [0.0] * batch
-    done = [False] * batch
-    for _ in range(max_length):
-        logits, state = model.step(tokens, state)
+
+    def nucleus_sample(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = _distribution(logits, temperature, suppress_ids).exp()  # (B, V)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # words past the nucleus
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
         nucleus = torch.zeros_like(probs).scatter(1, order, sorted_probs)
-        tokens = torch.multinomial(nucleus, 1, generator=generator).squeeze(1)
-        top_probs, top_ids = nucleus.topk(top_k, dim=-1)
-        chosen = nucleus.gather(1, tokens[:, None]).squeeze(1).tolist()
-        for i, token in enumerate(tokens.tolist()):
-            if done[i]:
-                continue
-            histories[i].append(Step(token, chosen[i], tuple(top_ids[i].tolist()), tuple(top_probs[i].tolist())))
-            log_probs[i] += math.log(chosen[i])
-            done[i] = token == end_id
-        if all(done):
-            break
-    return [Decoded(tuple(h), lp, d) for h, lp, d in zip(histories, log_probs, done)]
+        return nucleus.log(), torch.multinomial(nucleus, 1, generator=generator).squeeze(1)
+
+    return _decode_batch(
+        model, features, nucleus_sample, start_id=start_id, end_id=end_id, max_length=max_length, top_k=top_k
+    )

@@ -9,7 +9,7 @@ from PIL import Image
 from captioner.captioner import Captioner
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import ModelConfig
-from captioner.decoding import beam_search, greedy_decode
+from captioner.decoding import beam_search, greedy_decode, sample_decode
 from captioner.encoders import build_encoder
 from captioner.model import build_model
 from captioner.presentation import attention_overlays
@@ -53,6 +53,22 @@ def test_decoders_record_attention_per_word(attention_model, small_vocab):
         for gs, bs in zip(g.steps, b.steps):
             assert len(gs.attention) == 9 and sum(gs.attention) == pytest.approx(1, abs=1e-5)
             assert gs.attention == pytest.approx(bs.attention, abs=1e-6)
+
+
+def test_sampling_records_attention_too(attention_model, small_vocab):
+    generator = torch.Generator().manual_seed(0)
+    decoded = sample_decode(
+        attention_model,
+        torch.randn(2, 16, 3, 3),
+        start_id=small_vocab.start_id,
+        end_id=small_vocab.end_id,
+        max_length=6,
+        top_k=2,
+        top_p=0.9,
+        generator=generator,
+    )
+    for sequence in decoded:
+        assert all(len(step.attention) == 9 for step in sequence.steps)
 
 
 def test_attention_checkpoint_gives_heatmaps_through_the_captioner(tmp_path, small_vocab, dog_photo):
