@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from training_helpers import ROOT, read_log, tiny_settings, train_command
 
-ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 30
 
 
-def _command(mini_corpus: Path, run: Path, features: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "training.train",
-        "--data",
-        str(mini_corpus),
-        "--run-dir",
-        str(run),
-        "--features",
-        str(features),
-        "--min-count",
-        "1",
-        "--embed-dim",
-        "64",
-        "--hidden-dim",
-        "96",
-        "--batch-size",
-        "4",
-        "--epochs",
-        str(EPOCHS),
-        "--patience",
-        "1000",
-        "--seed",
-        "7",
-        "--threads",
-        "1",
-        *extra,
-    ]
-
-
-def _epochs_logged(run: Path) -> int:
-    try:
-        with open(run / "log.csv") as handle:
-            return len(list(csv.DictReader(handle)))
-    except (FileNotFoundError, csv.Error):
-        return 0
+def _command(mini_corpus: Path, run: Path, features: Path, **extra) -> list[str]:
+    settings = dict(embed_dim=64, hidden_dim=96, batch_size=4, epochs=EPOCHS, patience=1000, seed=7, threads=1)
+    return train_command(tiny_settings(mini_corpus, run, features, **settings, **extra))
 
 
 def _resume_epoch(run: Path) -> int:
@@ -85,11 +49,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, mini_corpus)
     assert 3 <= killed_at < EPOCHS, "the run must be killed part-way"
 
     subprocess.run(
-        _command(mini_corpus, interrupted, features, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True
+        _command(mini_corpus, interrupted, features, resume=True), cwd=ROOT, env=env, check=True, capture_output=True
     )
     a = torch.load(straight / "last.pt", weights_only=True)
     b = torch.load(interrupted / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == EPOCHS
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    assert _epochs_logged(interrupted) == EPOCHS
+    assert len(read_log(interrupted)) == EPOCHS

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider
+from training_helpers import read_log, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
 from training.scst import ScstConfig, sample_captions, train_scst
-from training.train import TrainConfig, train
+from training.train import train
 
 
 def test_cider_d_matches_pycocoevalcap_with_the_same_document_frequencies(mini_corpus):
@@ -44,20 +43,7 @@ def test_sampling_masks_after_end(small_model, small_vocab):
 
 def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus):
     features = tmp_path / "features"
-    xe = train(
-        TrainConfig(
-            data=str(mini_corpus),
-            run_dir=str(tmp_path / "xe"),
-            features=str(features),
-            min_count=1,
-            embed_dim=32,
-            hidden_dim=48,
-            dropout=0.1,
-            batch_size=16,
-            lr=5e-3,
-            epochs=4,
-        )
-    )
+    xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
     best = train_scst(
         ScstConfig(
             data=str(mini_corpus),
@@ -71,8 +57,7 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
             patience=5,
         )
     )
-    with open(tmp_path / "scst" / "log.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_log(tmp_path / "scst")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert all(float(r["greedy_cider_d"]) >= 0 for r in rows[1:])
     assert (tmp_path / "scst" / "last.pt").is_file()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 
 import pytest
 import torch
+from training_helpers import read_log, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
 from training.datasets import load_corpus
@@ -20,33 +20,13 @@ def features_root(tmp_path_factory):
 
 
 def _config(mini_corpus, run, features_root, **overrides) -> TrainConfig:
-    settings = dict(
-        data=str(mini_corpus),
-        run_dir=str(run),
-        features=str(features_root),
-        min_count=1,
-        embed_dim=32,
-        hidden_dim=48,
-        dropout=0.1,
-        batch_size=16,
-        lr=5e-3,
-        lr_decay=1.0,
-        epochs=10,
-        patience=100,
-        seed=3,
-    )
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-def _log(run):
-    with open(run / "log.csv") as handle:
-        return list(csv.DictReader(handle))
+    settings = dict(dropout=0.1, lr=5e-3, lr_decay=1.0, epochs=10, patience=100, seed=3)
+    return tiny_train_config(mini_corpus, run, features_root, **{**settings, **overrides})
 
 
 def test_training_loss_falls_and_writes_a_loadable_checkpoint(tmp_path, mini_corpus, features_root):
     best = train(_config(mini_corpus, tmp_path, features_root))
-    losses = [float(row["train_loss"]) for row in _log(tmp_path)]
+    losses = [float(row["train_loss"]) for row in read_log(tmp_path)]
     assert len(losses) == 10
     assert losses[-1] < 0.75 * losses[0]
     assert (tmp_path / "curves.png").stat().st_size > 1000

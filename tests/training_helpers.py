@@ -1,0 +1,64 @@
+"""Tiny training runs on the committed mini corpus, in-process or as command lines."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from training.train import TrainConfig
+
+__all__ = ["ROOT", "read_log", "tiny_settings", "tiny_train_config", "train_command"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_settings(mini_corpus: Path, run: Path, features: Path, **overrides) -> dict:
+    """A model small enough to train in seconds; ``overrides`` set any other TrainConfig field."""
+    settings = dict(
+        data=str(mini_corpus),
+        run_dir=str(run),
+        features=str(features),
+        min_count=1,
+        embed_dim=32,
+        hidden_dim=48,
+        batch_size=16,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def tiny_train_config(mini_corpus: Path, run: Path, features: Path, **overrides) -> TrainConfig:
+    return TrainConfig(**tiny_settings(mini_corpus, run, features, **overrides))
+
+
+def train_command(settings: dict, *, processes: int = 1) -> list[str]:
+    """``python -m training.train`` (under torchrun when ``processes`` > 1) with ``settings`` as flags."""
+    launcher = [sys.executable, "-m", "training.train"]
+    if processes > 1:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "training.train",
+        ]
+    flags = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return launcher + flags
+
+
+def read_log(run: Path) -> list[dict]:
+    """The rows of a run's ``log.csv`` (empty while it does not exist yet)."""
+    try:
+        with open(run / "log.csv") as handle:
+            return list(csv.DictReader(handle))
+    except (FileNotFoundError, csv.Error):
+        return []
