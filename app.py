@@ -17,7 +17,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
-from captioner import Captioner, CaptionResult, MediaError  # noqa: E402
+from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
 from captioner.media import load_image  # noqa: E402
 from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
 
@@ -58,7 +58,7 @@ def _word_choices(result: CaptionResult) -> list[tuple[str, int]]:
     return [(f"{n + 1}. {step.word}", n) for n, step in enumerate(result.steps)]
 
 
-def _outputs(result: CaptionResult, picture: Image.Image) -> tuple:
+def _outputs(result: CaptionResult) -> tuple:
     return (
         result.caption,
         highlighted_words(result),
@@ -66,7 +66,6 @@ def _outputs(result: CaptionResult, picture: Image.Image) -> tuple:
         step_chart(result, 0),
         gr.Dropdown(choices=_word_choices(result), value=0 if result.steps else None),
         result,
-        attention_overlays(picture, result),
     )
 
 
@@ -83,11 +82,10 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         if image is None:
             raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
         try:
-            picture = load_image(image)
-            result = captioner.caption(picture, **_options(decoding, beam_size, top_k, max_length))
+            result = captioner.caption(image, **_options(decoding, beam_size, top_k, max_length))
         except MediaError as error:
             raise gr.Error(f"Could not read this image: {error}.") from error
-        return _outputs(result, picture)
+        return _outputs(result)
 
     def caption_video(
         video: str | None,
@@ -109,8 +107,22 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
         timeline = [(s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments]
-        middle = result.segments[len(result.segments) // 2].thumbnail
-        return (*_outputs(result, middle), timeline)
+        return (*_outputs(result), timeline)
+
+    def image_attention(image: str | None, result: CaptionResult | None) -> list:
+        """Per-word heatmaps over the photo (drawn after the caption is shown)."""
+        if image is None or result is None:
+            return []
+        try:
+            return attention_overlays(load_image(image), result)
+        except MediaError:
+            return []
+
+    def video_attention(result: CaptionResult | None) -> list:
+        """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
+        if not isinstance(result, VideoCaptionResult) or not result.segments:
+            return []
+        return attention_overlays(result.segments[len(result.segments) // 2].thumbnail, result)
 
     def show_step(result: CaptionResult | None, index: int | None):
         if result is None or index is None:
@@ -163,7 +175,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                     height="auto",
                     visible=captioner.has_attention,
                     elem_id="attention",
-                    format="jpeg",  # cheaper to encode than PNG: keeps the round trip short
+                    format="jpeg",  # cheaper to encode than PNG
                 )
                 if not captioner.has_attention:
                     gr.Markdown(
@@ -177,9 +189,13 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         result_state = gr.State()
 
         settings = [decoding, beam_size, top_k, max_length]
-        outputs = [caption, coloured, table, chart, word, result_state, attention]
-        photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
-        video_button.click(caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video")
+        outputs = [caption, coloured, table, chart, word, result_state]
+        # The caption comes back first; the heatmaps (an image per word) are drawn by a chained event.
+        photo_event = photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
+        video_event = video_button.click(caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video")
+        if captioner.has_attention:
+            photo_event.success(image_attention, [photo, result_state], attention, api_name="attention")
+            video_event.success(video_attention, result_state, attention, api_name="video_attention")
         word.change(show_step, [result_state, word], chart, api_name="step_chart")
     return demo
 

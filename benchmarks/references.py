@@ -21,11 +21,11 @@ __all__ = ["resnet50_lstm", "transformer_captioners"]
 
 
 def resnet50_lstm(like: Captioner) -> Captioner:
-    """Our decoder (same vocabulary and sizes) on a randomly initialised torchvision ResNet-50."""
+    """Our decoder (same vocabulary, sizes and weight precision) on a randomly initialised torchvision ResNet-50."""
     encoder = build_encoder("torchvision:resnet50", pretrained=False)
     config = ModelConfig(**{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048})
     checkpoint = Checkpoint(config, like.vocab, encoder.spec, CaptionModel(config).eval())
-    return Captioner(checkpoint, encoder)
+    return Captioner(checkpoint, encoder, decoder_precision=like.decoder_precision)
 
 
 def transformer_captioners(image: Image.Image, *, max_new_tokens: int = 20) -> dict[str, Callable[[], object]]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from captioner.captioner import Captioner
 from captioner.checkpoint import CheckpointError
 from captioner.media import MediaError, is_video_path
+from captioner.precision import DECODER_PRECISIONS
 
 __all__ = ["main"]
 
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("--top-p", type=float, default=1.0, help="nucleus size for --sample")
     caption.add_argument("--seed", type=int, help="random seed for --sample")
+    caption.add_argument(
+        "--precision", choices=DECODER_PRECISIONS, help="decoder weight precision (default: fp16 on the CPU)"
+    )
     caption.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
     caption.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
@@ -39,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Caption every path; a bad input is reported and skipped. Returns 1 if any failed."""
     args = _parser().parse_args(argv)
     try:
-        captioner = Captioner.load(args.checkpoint)
+        captioner = Captioner.load(args.checkpoint, decoder_precision=args.precision)
     except (CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

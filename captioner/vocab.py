@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
-
-from nltk.tokenize import RegexpTokenizer
 
 __all__ = ["PAD", "START", "END", "UNK", "SPECIAL_TOKENS", "Vocabulary", "tokenize"]
 
@@ -13,13 +12,22 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
 
 # Words (with inner apostrophes or hyphens) and numbers; punctuation is dropped, as in the
-# Karpathy preprocessing most captioning work evaluates with. Needs no downloaded nltk data.
-_TOKENIZER = RegexpTokenizer(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
+# Karpathy preprocessing most captioning work evaluates with.
+_WORD_PATTERN = r"[a-z0-9]+(?:['\-][a-z0-9]+)*"
+
+
+@functools.cache
+def _tokenizer():  # noqa: ANN202 - nltk's RegexpTokenizer
+    """Karpathy-style word tokenizer (needs no downloaded nltk data). Imported on first use:
+    captioning never tokenizes, and importing nltk costs a serving process ~75 MB."""
+    from nltk.tokenize import RegexpTokenizer
+
+    return RegexpTokenizer(_WORD_PATTERN)
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-case ``text`` and split it into word tokens (punctuation removed)."""
-    return _TOKENIZER.tokenize(text.lower())
+    return _tokenizer().tokenize(text.lower())
 
 
 class Vocabulary:

@@ -29,7 +29,7 @@ def _check_step_table(table: dict, k: int) -> None:
 
 
 def test_endpoints_are_named(client):
-    assert {"/caption", "/caption_video"} <= set(
+    assert {"/caption", "/caption_video", "/attention", "/video_attention"} <= set(
         client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     )
 
@@ -40,6 +40,13 @@ def test_caption_with_only_the_file(client, dog_photo):
     assert [item["token"].strip() for item in coloured] == caption.split()
     _check_step_table(table, k=5)
     assert [row[1] for row in table["data"]] == caption.split()
+
+
+def test_attention_heatmaps_follow_the_caption(client, dog_photo):
+    """/caption answers first; the chained /attention draws one heatmap per word of that caption."""
+    caption, *_ = client.predict(handle_file(str(dog_photo)), "beam search", 3, api_name="/caption")
+    heatmaps = client.predict(handle_file(str(dog_photo)), api_name="/attention")
+    assert [item["caption"].split()[0] for item in heatmaps] == caption.split()
 
 
 def test_caption_with_beam_search_and_top_k(client, dog_photo):

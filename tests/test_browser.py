@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from app_server import running_app
 from media_helpers import write_clip
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -64,6 +64,7 @@ def _table_rows(page: Page) -> list[list[str]]:
 
 
 def _check(page: Page) -> None:
+    """Caption mentions a dog; one table row per word, with 5 sorted probabilities; one heatmap per word."""
     caption = _caption_text(page)
     assert re.search(r"\bdogs?\b", caption)
     rows = _table_rows(page)
@@ -75,6 +76,8 @@ def _check(page: Page) -> None:
         probabilities = [float(cell.split()[-1]) for cell in cells[3:]]
         assert len(probabilities) == 5
         assert probabilities == sorted(probabilities, reverse=True)
+    # the shipped model attends: its per-word heatmaps arrive after the caption (chained event)
+    expect(page.locator("#attention img")).to_have_count(len(words))
 
 
 def test_photo_upload_in_the_browser(page: Page, dog_photo):

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.captioner import Captioner
+from captioner.precision import DECODER_PRECISIONS
 from training.datasets import SPLITS, load_corpus
 from training.metrics import java_available, score_captions
 
@@ -85,12 +86,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    parser.add_argument("--precision", choices=DECODER_PRECISIONS, help="decoder weights (default: fp16 on the CPU)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, help="metrics JSON (default: <checkpoint>.<split>.json)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    captioner = Captioner.load(args.checkpoint)
+    captioner = Captioner.load(args.checkpoint, decoder_precision=args.precision)
     report = evaluate(
         captioner,
         args.data,
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         limit=args.limit,
     )
     report["checkpoint"] = str(args.checkpoint or "shipped")
+    report["decoder_precision"] = captioner.decoder_precision
     for name, value in report["metrics"].items():
         print(f"{name:8s} {value:7.2f}" if name != "CIDEr" else f"{name:8s} {value:7.3f}")
     out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.beam{args.beam}.json")

@@ -46,6 +46,10 @@ class FeatureCache:
         ]
         return torch.cat(chunks)
 
+    def model_inputs(self, attention: bool) -> torch.Tensor:
+        """What a decoder reads: the whole fp16 map (N, C, H, W) for attention, else the pooled vectors."""
+        return torch.from_numpy(np.asarray(self.features)) if attention else self.pooled()
+
 
 class _ImageFolder(Dataset):
     def __init__(self, paths: Sequence[Path], transform) -> None:

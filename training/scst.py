@@ -101,7 +101,7 @@ def train_scst(config: ScstConfig) -> Path:
             f"no complete {spec.name} feature cache for this corpus under {config.features}; "
             "run training.extract_features (or training.train) first"
         )
-    pooled = cache.pooled()
+    pooled = cache.model_inputs(model.config.attention)
     train_images = [image for image in corpus if image.split == "train"]
     if config.max_train_images:
         train_images = train_images[: config.max_train_images]

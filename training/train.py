@@ -153,8 +153,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
     vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
-    # Attention reads the whole map (kept in fp16), Show-and-Tell only its pooled vector.
-    pooled = (torch.from_numpy(np.asarray(cache.features)) if config.attention else cache.pooled()).to(job.device)
+    pooled = cache.model_inputs(config.attention).to(job.device)
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
     pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
     val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
