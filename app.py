@@ -18,6 +18,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
+from captioner.malloc import bound_heap_growth  # noqa: E402
 from captioner.media import load_image  # noqa: E402
 from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
 
@@ -186,13 +187,15 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         timeline = gr.Gallery(
             label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline", format="jpeg"
         )
-        result_state = gr.State()
+        result_state = gr.State(time_to_live=3600)  # per-session result (for the word chart), freed after an hour
 
         settings = [decoding, beam_size, top_k, max_length]
         outputs = [caption, coloured, table, chart, word, result_state]
         # The caption comes back first; the heatmaps (an image per word) are drawn by a chained event.
         photo_event = photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
-        video_event = video_button.click(caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video")
+        video_event = video_button.click(
+            caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video"
+        )
         if captioner.has_attention:
             photo_event.success(image_attention, [photo, result_state], attention, api_name="attention")
             video_event.success(video_attention, result_state, attention, api_name="video_attention")
@@ -200,6 +203,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
     return demo
 
 
+bound_heap_growth()  # a public demo runs for weeks: keep its memory flat (see captioner/malloc.py)
 demo = build_demo(Captioner.load(os.environ.get("CAPTIONER_CHECKPOINT") or None))
 demo.queue(default_concurrency_limit=2, max_size=64)
 

@@ -85,6 +85,13 @@ class VideoCaptionResult(CaptionResult):
         return {**base, "frame_times": self.frame_times, "segments": segments}
 
 
+def _thumbnail(image: Image.Image, size: int = 320) -> Image.Image:
+    """A small copy for timelines: results stay light however large the clip's frames are."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    return small
+
+
 class Captioner:
     """Encoder + glue + LSTM decoder with its vocabulary, loaded from one checkpoint."""
 
@@ -164,7 +171,7 @@ class Captioner:
         times = [frame.time for frame in frames]
         ends = [times[g[-1] + 1] if g[-1] + 1 < len(times) else times[-1] for g in groups]
         timeline = [
-            VideoSegment(times[g[0]], end, frames[g[len(g) // 2]].image, part)
+            VideoSegment(times[g[0]], end, _thumbnail(frames[g[len(g) // 2]].image), part)
             for g, end, part in zip(groups, ends, parts)
         ]
         fields = {f.name: getattr(whole, f.name) for f in dataclasses.fields(CaptionResult)}
@@ -179,12 +186,14 @@ class Captioner:
         max_length: int = 20,
         top_k: int = 5,
         length_penalty: float = 0.0,
+        no_repeat_ngram: int = 0,
         temperature: float | None = None,
         sample: bool = False,
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[CaptionResult]:
-        """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise,
+        """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise
+        (``length_penalty``, ``no_repeat_ngram``: see :func:`~captioner.decoding.beam_search`),
         or, with ``sample=True``, sampling at ``temperature`` from the ``top_p`` nucleus
         (``seed`` makes it repeatable). ``temperature`` None uses the checkpoint's calibrated
         temperature (1.0 if it has none); it changes the shown probabilities, not greedy words."""
@@ -207,7 +216,14 @@ class Captioner:
         elif beam_size == 1:
             decoded = greedy_decode(self.model, features, **common)
         else:
-            decoded = beam_search(self.model, features, beam_size=beam_size, length_penalty=length_penalty, **common)
+            decoded = beam_search(
+                self.model,
+                features,
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                no_repeat_ngram=no_repeat_ngram,
+                **common,
+            )
         grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
         return [self._result(d, grid) for d in decoded]
 

@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
     caption.add_argument("--max-length", type=int, default=20, help="maximum words")
     caption.add_argument("--length-penalty", type=float, default=0.0, help="beam length normalisation exponent")
+    caption.add_argument(
+        "--no-repeat-ngram", type=int, default=0, help="beam search: never repeat an n-gram of this size (0 = off)"
+    )
     caption.add_argument("--sample", action="store_true", help="sample words instead of greedy/beam")
     caption.add_argument(
         "--temperature", type=float, help="softmax temperature (default: the checkpoint's calibrated one)"
@@ -52,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "top_k": args.top_k,
         "max_length": args.max_length,
         "length_penalty": args.length_penalty,
+        "no_repeat_ngram": args.no_repeat_ngram,
         "temperature": args.temperature,
         "sample": args.sample,
         "top_p": args.top_p,

@@ -156,12 +156,15 @@ def beam_search(
     length_penalty: float = 0.0,
     temperature: float = 1.0,
     suppress_ids: tuple[int, ...] = (),
+    no_repeat_ngram: int = 0,
 ) -> list[Decoded]:
     """Beam search for each image in the batch (one image at a time, beams batched).
 
     Hypotheses are ranked by ``log_prob / length ** length_penalty`` (0 = plain
-    log-probability, 1 = per-token average). The search stops once ``beam_size``
-    hypotheses have ended or after ``max_length`` tokens. ``beam_size=1`` is greedy.
+    log-probability, 1 = per-token average). With ``no_repeat_ngram`` n > 0 no hypothesis
+    may contain the same n words twice ("a red shirt and a red shirt"); the probabilities
+    recorded per step stay the model's own. The search stops once ``beam_size`` hypotheses
+    have ended or after ``max_length`` tokens. ``beam_size=1`` is greedy.
     """
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
@@ -177,6 +180,7 @@ def beam_search(
             length_penalty=length_penalty,
             temperature=temperature,
             suppress_ids=suppress_ids,
+            no_repeat_ngram=no_repeat_ngram,
         )
         for i in range(features.shape[0])
     ]
@@ -194,6 +198,7 @@ def _beam_search_one(
     length_penalty: float,
     temperature: float,
     suppress_ids: tuple[int, ...],
+    no_repeat_ngram: int,
 ) -> Decoded:
     def normalised(log_prob: float, length: int) -> float:
         return log_prob / (max(length, 1) ** length_penalty)
@@ -207,7 +212,8 @@ def _beam_search_one(
         logits, state = model.step(tokens, state)
         log_p = _distribution(logits, temperature, suppress_ids)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
-        candidates = (torch.tensor(scores, device=log_p.device)[:, None] + log_p).view(-1)
+        allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
+        candidates = (torch.tensor(scores, device=log_p.device)[:, None] + allowed).view(-1)
         best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
         vocab = log_p.shape[1]
         parents = (best_flat // vocab).tolist()
@@ -246,6 +252,18 @@ def _beam_search_one(
     else:
         finished.extend(Decoded(tuple(h), s, False) for h, s in zip(histories, scores))
     return max(finished, key=lambda d: normalised(d.log_prob, len(d.steps)))
+
+
+def _block_repeats(log_p: torch.Tensor, histories: list[list[Step]], n: int) -> torch.Tensor:
+    """``log_p`` (hypotheses, V) with -inf for each word that would repeat an n-gram of its hypothesis."""
+    blocked = log_p.clone()
+    for row, history in enumerate(histories):
+        words = [step.token_id for step in history]
+        prefix = words[len(words) - n + 1 :] if n > 1 else []  # the last n-1 words
+        banned = [words[i + n - 1] for i in range(len(words) - n + 1) if words[i : i + n - 1] == prefix]
+        if banned:
+            blocked[row, banned] = float("-inf")
+    return blocked
 
 
 @torch.inference_mode()

@@ -38,4 +38,3 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(model).eval(), {nn.Linear, nn.LSTMCell}, dtype=_DTYPES[precision]
         )
-

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 
-def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8) -> Path:
-    """Write a short H.264 clip panning slowly across a real photo."""
+def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8, size: int = 192) -> Path:
+    """Write a short H.264 clip (``size`` x ``size`` frames) panning slowly across a real photo."""
     import imageio.v3 as iio
     from PIL import Image
 
-    photo = np.asarray(Image.open(image_path).convert("RGB").resize((256, 256)))
-    offsets = np.linspace(0, 64, frames).astype(int)
-    clip = np.stack([photo[16:208, x : x + 192] for x in offsets])
+    side = size * 4 // 3
+    photo = np.asarray(Image.open(image_path).convert("RGB").resize((side, side)))
+    offsets = np.linspace(0, side - size, frames).astype(int)
+    top = (side - size) // 2
+    clip = np.stack([photo[top : top + size, x : x + size] for x in offsets])
     iio.imwrite(path, clip, plugin="pyav", codec="libx264", fps=fps)
     return path
 

@@ -56,6 +56,14 @@ def test_video_caption_averages_frames(shipped: Captioner, tmp_path, dog_photo):
     assert len(result.frame_times) == 4 and result.frame_times == sorted(result.frame_times)
 
 
+def test_video_segments_carry_small_thumbnails(shipped: Captioner, tmp_path, dog_photo):
+    clip = write_clip(tmp_path / "big.mp4", dog_photo, frames=8, size=720)
+    result = shipped.caption_video(clip, num_frames=8, segments=4)
+    assert len(result.segments) == 4
+    assert all(max(s.thumbnail.size) == 320 for s in result.segments)  # not the 720 px frames
+    assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
+
+
 def test_bad_input_and_options(shipped: Captioner, tmp_path):
     (tmp_path / "notes.jpg").write_text("not a photo")
     with pytest.raises(MediaError, match="not an image"):

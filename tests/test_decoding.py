@@ -74,3 +74,21 @@ def test_sampling_is_repeatable_and_respects_the_nucleus(small_model, small_voca
 def test_sampling_rejects_bad_settings(small_model, small_vocab):
     with pytest.raises(ValueError, match="top_p"):
         sample_decode(small_model, torch.randn(1, 16), top_p=0.0, **_ids(small_vocab))
+
+
+def _repeats(words: list[int], n: int) -> bool:
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngram_blocks_repeats_that_plain_beam_search_makes(small_model, small_vocab, n):
+    torch.manual_seed(3)
+    features = torch.randn(8, 16) * 3
+    options = {"beam_size": 3, "max_length": 15, "top_k": 3, **_ids(small_vocab)}
+    plain = beam_search(small_model, features, **options)
+    blocked = beam_search(small_model, features, no_repeat_ngram=n, **options)
+    assert any(_repeats(d.token_ids, n) for d in plain)  # the untrained model does repeat itself
+    assert not any(_repeats(d.token_ids, n) for d in blocked)
+    for sequence in blocked:  # the recorded probabilities stay the model's own
+        assert all(0.0 < step.prob <= 1.0 for step in sequence.steps)

@@ -33,6 +33,7 @@ def evaluate(
     annotations: Path | None = None,
     beam_size: int = 1,
     length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
     max_length: int = 20,
     batch_size: int = 32,
     limit: int = 0,
@@ -52,6 +53,7 @@ def evaluate(
             [image.path for image in chunk],
             beam_size=beam_size,
             length_penalty=length_penalty,
+            no_repeat_ngram=no_repeat_ngram,
             max_length=max_length,
             top_k=1,
         )
@@ -67,6 +69,7 @@ def evaluate(
         "images": len(images),
         "beam_size": beam_size,
         "length_penalty": length_penalty,
+        "no_repeat_ngram": no_repeat_ngram,
         "max_length": max_length,
         "java": java,
         "seconds": round(seconds, 1),
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--length-penalty", type=float, default=0.0)
+    parser.add_argument("--no-repeat-ngram", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         annotations=args.annotations,
         beam_size=args.beam,
         length_penalty=args.length_penalty,
+        no_repeat_ngram=args.no_repeat_ngram,
         max_length=args.max_length,
         batch_size=args.batch_size,
         limit=args.limit,

@@ -1,0 +1,32 @@
+"""Keep a long-running server's memory flat under glibc's allocator.
+
+glibc raises its mmap threshold every time a large block is freed, so after a few requests
+the multi-megabyte buffers of each image (decoded pixels, feature maps, decoder scratch)
+are carved out of the heap instead of being mapped, and fragmented heaps never shrink.
+Many worker threads each get their own heap ("arena") on top of that. Fixing the threshold
+and capping the arenas keeps the serving process's RSS flat (measured in the README's
+Robustness section). Elsewhere (musl, macOS, Windows) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+__all__ = ["bound_heap_growth"]
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameters from glibc's malloc.h
+_M_ARENA_MAX = -8
+
+
+def bound_heap_growth(*, mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """Map blocks of ``mmap_threshold`` bytes or more (returned to the OS when freed) and use
+    at most ``arenas`` heaps. Returns False where the C library is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False

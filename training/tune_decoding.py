@@ -1,0 +1,114 @@
+"""Choose the decoding on ``val``: beam sizes x length penalties, scored on cached features.
+
+    python -m training.tune_decoding --checkpoint checkpoints/captioner.safetensors \
+        --data ../shared/flickr8k --beams 1 3 5 --length-penalties 0 0.5 1
+
+Prints one row per setting (BLEU-1..4, CIDEr with the Java-free scorers, mean caption length
+and its ratio to the mean reference length: BLEU's brevity penalty bites below 1) and writes
+the grid as JSON. Decode the test split with the chosen setting only once, via
+``training.evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from captioner.captioner import Captioner
+from captioner.vocab import tokenize
+from training.datasets import SPLITS, load_corpus
+from training.extract_features import cache_dir_for
+from training.feature_cache import open_cache
+from training.metrics import score_captions
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--annotations", type=Path)
+    parser.add_argument("--features", type=Path, default=Path("runs/features"))
+    parser.add_argument("--split", default="val", choices=SPLITS)
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--no-repeat-ngrams", type=int, nargs="+", default=[0], help="0 = repeats allowed")
+    parser.add_argument("--max-length", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON grid (default: <checkpoint>.<split>.decoding.json)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    captioner = Captioner.load(args.checkpoint)
+    spec = captioner.checkpoint.encoder
+    corpus = load_corpus(args.data, annotations=args.annotations)
+    cache = open_cache(cache_dir_for(args.features, spec.name), spec.to_dict(), [i.name for i in corpus])
+    if cache is None:
+        raise FileNotFoundError(f"no {spec.name} feature cache under {args.features}; run training.extract_features")
+    images = [image for image in corpus if image.split == args.split]
+    features = cache.model_inputs(captioner.has_attention)[torch.from_numpy(cache.rows([i.name for i in images]))]
+    references = {image.name: list(image.captions) for image in images}
+    reference_length = float(np.mean([len(tokenize(c)) for caps in references.values() for c in caps]))
+    grid = []
+    settings = [(1, 0.0, 0)] if 1 in args.beams else []
+    settings += [
+        (b, lp, n) for b, lp, n in itertools.product(args.beams, args.length_penalties, args.no_repeat_ngrams) if b > 1
+    ]
+    for beam, penalty, no_repeat in tqdm(settings, desc="settings"):
+        results = [
+            r
+            for start in range(0, len(images), 100)
+            for r in captioner.caption_features(
+                features[start : start + 100],
+                beam_size=beam,
+                length_penalty=penalty,
+                no_repeat_ngram=no_repeat,
+                max_length=args.max_length,
+                top_k=1,
+            )
+        ]
+        predictions = {image.name: r.caption for image, r in zip(images, results)}
+        length = float(np.mean([len(r.steps) for r in results]))
+        row = {
+            "beam_size": beam,
+            "length_penalty": penalty,
+            "no_repeat_ngram": no_repeat,
+            "mean_length": round(length, 2),
+            "length_ratio": round(length / reference_length, 3),
+            **score_captions(predictions, references, use_java=False, metrics=("BLEU", "CIDEr")),
+        }
+        grid.append(row)
+        tqdm.write(json.dumps(row))
+    print(markdown(grid, args.split))
+    out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.decoding.json")
+    out.write_text(json.dumps(grid, indent=2))
+    print(f"wrote {out}")
+    return grid
+
+
+def markdown(grid: list[dict], split: str) -> str:
+    """The grid as a Markdown table, best CIDEr marked."""
+    best = max(grid, key=lambda row: row["CIDEr"])
+    lines = [
+        f"| beam ({split}) | length penalty | no-repeat n-gram | words | length ratio | BLEU-1 | BLEU-4 | CIDEr |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in grid:
+        mark = " **best**" if row is best else ""
+        setting = f"| {row['beam_size']} | {row['length_penalty']} | {row['no_repeat_ngram'] or '-'} "
+        lines.append(
+            f"{setting}| {row['mean_length']} | {row['length_ratio']} | "
+            f"{row['BLEU-1']:.1f} | {row['BLEU-4']:.1f} | {row['CIDEr']:.3f}{mark} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
