@@ -101,46 +101,43 @@ def _decode_batch(
     """One word per image per step, for greedy decoding and sampling alike.
 
     ``pick(logits)`` returns the log-probabilities (B, V) the word is chosen from and the
-    chosen tokens (B,), or None for the most probable. The loop stays on tensors; Python
-    objects are built once at the end.
+    chosen tokens (B,), or None for the most probable. Images whose caption has ended leave
+    the batch, so the remaining steps cost only what the unfinished captions need. The loop
+    stays on tensors; Python objects are built once at the end.
     """
-    batch = features.shape[0]
     state = model.init_state(features)
-    tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
-    step_top_log_p, step_top_ids, step_tokens, step_log_p, step_attention = [], [], [], [], []
+    rows = torch.arange(features.shape[0], device=features.device)  # which image each batch row is
+    tokens = torch.full(rows.shape, start_id, dtype=torch.long, device=features.device)
+    records = []  # per step: (rows, top log-probs, top ids, tokens, chosen log-probs, attention)
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
         log_p, chosen = pick(logits)  # (B, V), (B,) or None
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)  # sorted: [:, 0] is the most probable
         tokens = top_ids[:, 0] if chosen is None else chosen
-        step_top_log_p.append(top_log_p)
-        step_top_ids.append(top_ids)
-        step_tokens.append(tokens)
-        step_log_p.append(log_p.gather(1, tokens[:, None]).squeeze(1))
-        step_attention.append(_attention(model, state))
-        finished |= tokens == end_id
-        if bool(finished.all()):
+        chosen_log_p = log_p.gather(1, tokens[:, None]).squeeze(1)
+        records.append((rows, top_log_p, top_ids, tokens, chosen_log_p, _attention(model, state)))
+        going = tokens != end_id
+        if not bool(going.any()):
             break
-    top_probs = torch.stack(step_top_log_p, dim=1).exp().tolist()  # (B, T, k)
-    top_ids_list = torch.stack(step_top_ids, dim=1).tolist()
-    tokens_list = torch.stack(step_tokens, dim=1).tolist()  # (B, T)
-    chosen_log_p = torch.stack(step_log_p, dim=1)  # (B, T)
-    chosen_probs, chosen_log_p = chosen_log_p.exp().tolist(), chosen_log_p.tolist()
-    attends = step_attention[0] is not None
-    attention = torch.stack(step_attention, dim=1).tolist() if attends else [[None] * len(step_tokens)] * batch
-    results = []
-    for i in range(batch):
-        steps, log_prob = [], 0.0
-        for token, prob, lp, ids, probs, weights in zip(
-            tokens_list[i], chosen_probs[i], chosen_log_p[i], top_ids_list[i], top_probs[i], attention[i]
+        if not bool(going.all()):  # drop the finished captions from the batch
+            keep = going.nonzero().squeeze(1)
+            rows, tokens, state = rows[keep], tokens[keep], model.select_state(state, keep)
+    steps: list[list[Step]] = [[] for _ in range(features.shape[0])]
+    log_probs = [0.0] * features.shape[0]
+    for row_ids, top_log_p, top_ids, chosen, chosen_log_p, weights in records:
+        attention = weights.tolist() if weights is not None else [None] * len(chosen)
+        for row, token, prob, lp, ids, probs, attends in zip(
+            row_ids.tolist(),
+            chosen.tolist(),
+            chosen_log_p.exp().tolist(),  # the same float32 exp as the top-k: greedy's word is its top-1 exactly
+            chosen_log_p.tolist(),
+            top_ids.tolist(),
+            top_log_p.exp().tolist(),
+            attention,
         ):
-            steps.append(Step(token, prob, tuple(ids), tuple(probs), tuple(weights) if weights else None))
-            log_prob += lp
-            if token == end_id:
-                break
-        results.append(Decoded(tuple(steps), log_prob, steps[-1].token_id == end_id))
-    return results
+            steps[row].append(Step(token, prob, tuple(ids), tuple(probs), tuple(attends) if attends else None))
+            log_probs[row] += lp
+    return [Decoded(tuple(row), lp, row[-1].token_id == end_id) for row, lp in zip(steps, log_probs)]
 
 
 @torch.inference_mode()
