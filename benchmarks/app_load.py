@@ -30,9 +30,9 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 class AppProcess:
-    """``python app.py`` on a free loopback port, with a client and memory readings."""
+    """``python app.py`` (or another Gradio script) on a free loopback port, with a client and memory readings."""
 
-    def __init__(self, *, threads: int) -> None:
+    def __init__(self, *, threads: int, script: Path = ROOT / "app.py") -> None:
         env = {
             **os.environ,
             "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -43,7 +43,7 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "app.py"],
+            [sys.executable, str(script)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_app:
         from benchmarks.app_load import AppProcess
 
+        floor = AppProcess(threads=args.threads, script=ROOT / "benchmarks" / "noop_app.py")
+        try:
+            record("Gradio floor: no-op /caption, same upload", floor.round_trip(PHOTO, repeats=args.app_requests))
+        finally:
+            floor.close()
         server = AppProcess(threads=args.threads)
         try:
             rss_start = server.rss_mb()
@@ -147,6 +152,10 @@ def _ratios(rows: dict, batch: int) -> dict[str, float]:
         "ResNet-50+LSTM / ours (target >= 4)": ms("reference: ResNet-50 + LSTM greedy")
         / ms("caption greedy (file -> words)"),
     }
+    if "app round trip /caption (gradio_client)" in rows and "Gradio floor: no-op /caption, same upload" in rows:
+        ratios["app round trip / Gradio's no-op floor"] = ms("app round trip /caption (gradio_client)") / ms(
+            "Gradio floor: no-op /caption, same upload"
+        )
     for name in rows:
         if name.startswith("reference: ") and "random weights" in name:
             ratios[f"{name.removeprefix('reference: ')} / ours (target >= 60)"] = ms(name) / ms(
