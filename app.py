@@ -47,9 +47,12 @@ class PhotoInput(gr.Image):
             raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, GIF, ...).") from error
 
 
+GREEDY, BEAM = "greedy", "beam search"
+
+
 def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -> dict:
     return {
-        "beam_size": int(beam_size) if decoding == "beam search" else 1,
+        "beam_size": int(beam_size) if decoding == BEAM else 1,
         "top_k": int(top_k),
         "max_length": int(max_length),
     }
@@ -72,11 +75,14 @@ def _outputs(result: CaptionResult) -> tuple:
 
 def build_demo(captioner: Captioner) -> gr.Blocks:
     """The Blocks app around a loaded captioner (loaded once, shared by all requests)."""
+    # the checkpoint's own default decoding (chosen on val) is the app's default
+    stored_beam = captioner.default_decoding["beam_size"]
+    default_decoding, default_beam = (BEAM, stored_beam) if stored_beam > 1 else (GREEDY, 3)
 
     def caption_image(
         image: str | None,
-        decoding: str = "greedy",
-        beam_size: float = 3,
+        decoding: str = default_decoding,
+        beam_size: float = default_beam,
         top_k: float = 5,
         max_length: float = 20,
     ) -> tuple:
@@ -90,8 +96,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
 
     def caption_video(
         video: str | None,
-        decoding: str = "greedy",
-        beam_size: float = 3,
+        decoding: str = default_decoding,
+        beam_size: float = default_beam,
         top_k: float = 5,
         max_length: float = 20,
     ) -> tuple:
@@ -156,8 +162,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                         video_button = gr.Button("Caption clip", variant="primary")
                         gr.Examples(sorted(str(p) for p in DEMO_DIR.glob("*.mp4")), inputs=video)
                 with gr.Accordion("Decoding", open=True):
-                    decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
-                    beam_size = gr.Slider(2, 8, value=3, step=1, label="Beam size (beam search)")
+                    decoding = gr.Radio([GREEDY, BEAM], value=default_decoding, label="Decoding")
+                    beam_size = gr.Slider(2, 8, value=default_beam, step=1, label="Beam size (beam search)")
                     top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k words shown per step")
                     max_length = gr.Slider(5, 30, value=20, step=1, label="Maximum words")
             with gr.Column(scale=1):

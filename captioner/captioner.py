@@ -182,11 +182,11 @@ class Captioner:
         self,
         features: torch.Tensor,
         *,
-        beam_size: int = 1,
+        beam_size: int | None = None,
         max_length: int = 20,
         top_k: int = 5,
-        length_penalty: float = 0.0,
-        no_repeat_ngram: int = 0,
+        length_penalty: float | None = None,
+        no_repeat_ngram: int | None = None,
         temperature: float | None = None,
         sample: bool = False,
         top_p: float = 1.0,
@@ -195,14 +195,18 @@ class Captioner:
         """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise
         (``length_penalty``, ``no_repeat_ngram``: see :func:`~captioner.decoding.beam_search`),
         or, with ``sample=True``, sampling at ``temperature`` from the ``top_p`` nucleus
-        (``seed`` makes it repeatable). ``temperature`` None uses the checkpoint's calibrated
-        temperature (1.0 if it has none); it changes the shown probabilities, not greedy words."""
+        (``seed`` makes it repeatable). Settings left at None take the checkpoint's defaults
+        (:attr:`default_decoding`: the decoding chosen on ``val`` and the calibrated temperature,
+        which changes the shown probabilities, not greedy words)."""
         if not 1 <= top_k <= len(self.vocab):
             raise ValueError(f"top_k must be between 1 and {len(self.vocab)}")
         if max_length < 1:
             raise ValueError("max_length must be at least 1")
-        if temperature is None:  # the checkpoint's calibrated temperature, if it has one
-            temperature = float(self.checkpoint.decoding.get("temperature", 1.0))
+        defaults = self.default_decoding
+        beam_size = defaults["beam_size"] if beam_size is None else beam_size
+        length_penalty = defaults["length_penalty"] if length_penalty is None else length_penalty
+        no_repeat_ngram = defaults["no_repeat_ngram"] if no_repeat_ngram is None else no_repeat_ngram
+        temperature = defaults["temperature"] if temperature is None else temperature
         ids = {
             "start_id": self.vocab.start_id,
             "end_id": self.vocab.end_id,
@@ -226,6 +230,18 @@ class Captioner:
             )
         grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
         return [self._result(d, grid) for d in decoded]
+
+    @property
+    def default_decoding(self) -> dict[str, Any]:
+        """The checkpoint's decoding defaults (``training.tune_decoding --apply``, ``training.calibrate
+        --apply``); greedy at temperature 1 where it stores none."""
+        stored = self.checkpoint.decoding
+        return {
+            "beam_size": int(stored.get("beam_size", 1)),
+            "length_penalty": float(stored.get("length_penalty", 0.0)),
+            "no_repeat_ngram": int(stored.get("no_repeat_ngram", 0)),
+            "temperature": float(stored.get("temperature", 1.0)),
+        }
 
     @property
     def has_attention(self) -> bool:

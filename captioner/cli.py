@@ -21,12 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     caption = commands.add_parser("caption", help="caption image or video files, one line each")
     caption.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
     caption.add_argument("--checkpoint", help="checkpoint file (default: the shipped one)")
-    caption.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy, the default)")
+    caption.add_argument("--beam", type=int, help="beam size, 1 = greedy (default: the checkpoint's choice)")
     caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
     caption.add_argument("--max-length", type=int, default=20, help="maximum words")
-    caption.add_argument("--length-penalty", type=float, default=0.0, help="beam length normalisation exponent")
+    caption.add_argument("--length-penalty", type=float, help="beam length normalisation exponent")
     caption.add_argument(
-        "--no-repeat-ngram", type=int, default=0, help="beam search: never repeat an n-gram of this size (0 = off)"
+        "--no-repeat-ngram", type=int, help="beam search: never repeat an n-gram of this size (0 = off)"
     )
     caption.add_argument("--sample", action="store_true", help="sample words instead of greedy/beam")
     caption.add_argument(

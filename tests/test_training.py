@@ -73,3 +73,28 @@ def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, fea
         open_cache(tmp_path, dataclasses.replace(encoder.spec, image_size=240).to_dict(), [p.name for p in paths])
         is None
     )
+
+
+def test_tune_decoding_stores_the_best_val_setting_as_the_default(tmp_path, mini_corpus, features_root):
+    from captioner import Captioner
+    from training import tune_decoding
+
+    best = train(_config(mini_corpus, tmp_path, features_root, epochs=3))
+    before = Captioner.load(best)
+    assert before.default_decoding["beam_size"] == 1  # greedy until a choice is stored
+    grid = tune_decoding.main(
+        [
+            *("--checkpoint", str(best), "--data", str(mini_corpus), "--features", str(features_root)),
+            *("--beams", "1", "3", "--length-penalties", "0", "1", "--no-repeat-ngrams", "0", "2"),
+            *("--select", "BLEU-4", "--apply", "--out", str(tmp_path / "grid.json")),
+        ]
+    )
+    assert len(grid) == 1 + 2 * 2  # greedy, then beam 3 x 2 length penalties x 2 no-repeat rules
+    winner = max(grid, key=lambda row: row["BLEU-4"])
+    after = Captioner.load(best)
+    chosen = {k: after.default_decoding[k] for k in ("beam_size", "length_penalty", "no_repeat_ngram")}
+    assert chosen == {k: winner[k] for k in chosen}
+    assert after.default_decoding["temperature"] == before.default_decoding["temperature"]
+    photo = next((mini_corpus / "images").glob("*.jpg"))
+    explicit = after.caption(photo, **{k: v for k, v in chosen.items()})
+    assert after.caption(photo).caption == explicit.caption  # the stored choice is the default

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a split through the full ``Captioner`` pipeline (images in).
 
     python -m training.evaluate --checkpoint checkpoints/captioner.safetensors \
-        --data ../shared/flickr8k --split test --beam 1 --out metrics.json
+        --data ../shared/flickr8k --split test --out metrics.json   # --beam 1 for greedy
 
 Prints BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap) and writes them, with the
 settings used, as JSON. Without Java, METEOR is skipped and the Java-free scorers are used.
@@ -31,15 +31,19 @@ def evaluate(
     *,
     split: str = "test",
     annotations: Path | None = None,
-    beam_size: int = 1,
-    length_penalty: float = 0.0,
-    no_repeat_ngram: int = 0,
+    beam_size: int | None = None,
+    length_penalty: float | None = None,
+    no_repeat_ngram: int | None = None,
     max_length: int = 20,
     batch_size: int = 32,
     limit: int = 0,
     use_java: bool | None = None,
 ) -> dict:
-    """Caption every image of ``split`` and score the captions; returns metrics and samples."""
+    """Caption every image of ``split`` and score the captions; returns metrics and samples.
+
+    Decoding settings left at None are the checkpoint's defaults (what the app uses)."""
+    chosen = {"beam_size": beam_size, "length_penalty": length_penalty, "no_repeat_ngram": no_repeat_ngram}
+    decoding = {k: captioner.default_decoding[k] if v is None else v for k, v in chosen.items()}
     images = [image for image in load_corpus(data, annotations=annotations) if image.split == split]
     if limit:
         images = images[:limit]
@@ -51,11 +55,9 @@ def evaluate(
         chunk = images[start : start + batch_size]
         results = captioner.caption_batch(
             [image.path for image in chunk],
-            beam_size=beam_size,
-            length_penalty=length_penalty,
-            no_repeat_ngram=no_repeat_ngram,
             max_length=max_length,
             top_k=1,
+            **decoding,
         )
         predictions.update({image.name: result.caption for image, result in zip(chunk, results)})
     seconds = time.perf_counter() - started
@@ -67,9 +69,7 @@ def evaluate(
     return {
         "split": split,
         "images": len(images),
-        "beam_size": beam_size,
-        "length_penalty": length_penalty,
-        "no_repeat_ngram": no_repeat_ngram,
+        **decoding,
         "max_length": max_length,
         "java": java,
         "seconds": round(seconds, 1),
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--annotations", type=Path)
     parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--beam", type=int, default=1)
-    parser.add_argument("--length-penalty", type=float, default=0.0)
-    parser.add_argument("--no-repeat-ngram", type=int, default=0)
+    parser.add_argument("--beam", type=int, help="default: the checkpoint's decoding (what the app uses)")
+    parser.add_argument("--length-penalty", type=float)
+    parser.add_argument("--no-repeat-ngram", type=int)
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["decoder_precision"] = captioner.decoder_precision
     for name, value in report["metrics"].items():
         print(f"{name:8s} {value:7.2f}" if name != "CIDEr" else f"{name:8s} {value:7.3f}")
-    out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.beam{args.beam}.json")
+    out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.beam{report['beam_size']}.json")
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
     return report

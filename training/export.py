@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = dict(checkpoint.metrics)
     for name, report in args.report:
         metrics[name] = report["metrics"]
-        metrics[f"{name}_settings"] = {
-            k: report[k] for k in ("split", "images", "beam_size", "length_penalty", "max_length", "java")
-        }
+        keys = ("split", "images", "beam_size", "length_penalty", "no_repeat_ngram", "max_length", "java")
+        metrics[f"{name}_settings"] = {k: report[k] for k in keys if k in report}
     save_checkpoint(
         args.out,
         checkpoint.model,

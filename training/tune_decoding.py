@@ -4,9 +4,10 @@
         --data ../shared/flickr8k --beams 1 3 5 --length-penalties 0 0.5 1
 
 Prints one row per setting (BLEU-1..4, CIDEr with the Java-free scorers, mean caption length
-and its ratio to the mean reference length: BLEU's brevity penalty bites below 1) and writes
-the grid as JSON. Decode the test split with the chosen setting only once, via
-``training.evaluate``.
+and its ratio to the mean reference length) and writes the grid as JSON. With ``--apply`` the
+setting with the best ``--select`` score becomes the checkpoint's default decoding (what the
+app, the CLI and ``training.evaluate`` use unless told otherwise). Decode the test split with
+the chosen setting only once, via ``training.evaluate``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.captioner import Captioner
+from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.vocab import tokenize
 from training.datasets import SPLITS, load_corpus
 from training.extract_features import cache_dir_for
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--no-repeat-ngrams", type=int, nargs="+", default=[0], help="0 = repeats allowed")
     parser.add_argument("--max-length", type=int, default=20)
+    parser.add_argument("--select", default="CIDEr", choices=["CIDEr", "BLEU-4"], help="score that picks the best")
+    parser.add_argument("--apply", action="store_true", help="store the best setting in the checkpoint")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON grid (default: <checkpoint>.<split>.decoding.json)")
     args = parser.parse_args(argv)
@@ -86,16 +90,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
         }
         grid.append(row)
         tqdm.write(json.dumps(row))
-    print(markdown(grid, args.split))
+    print(markdown(grid, args.split, args.select))
+    if args.apply:
+        _store_default(args.checkpoint, max(grid, key=lambda row: row[args.select]), args.split)
     out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.decoding.json")
     out.write_text(json.dumps(grid, indent=2))
     print(f"wrote {out}")
     return grid
 
 
-def markdown(grid: list[dict], split: str) -> str:
-    """The grid as a Markdown table, best CIDEr marked."""
-    best = max(grid, key=lambda row: row["CIDEr"])
+def _store_default(path: Path | None, best: dict, split: str) -> None:
+    """Rewrite the checkpoint with ``best`` as its default decoding (weights unchanged)."""
+    if path is None:
+        raise SystemExit("--apply needs --checkpoint (the shipped file is written by training.export)")
+    checkpoint = load_checkpoint(path)
+    chosen = {k: best[k] for k in ("beam_size", "length_penalty", "no_repeat_ngram")}
+    save_checkpoint(
+        path,
+        checkpoint.model,
+        checkpoint.vocab,
+        checkpoint.encoder,
+        training=checkpoint.training,
+        metrics={**checkpoint.metrics, f"{split}_decoding_choice": best},
+        decoding={**checkpoint.decoding, **chosen},
+    )
+    print(f"stored default decoding {chosen} in {path}")
+
+
+def markdown(grid: list[dict], split: str, select: str = "CIDEr") -> str:
+    """The grid as a Markdown table, the best ``select`` score marked."""
+    best = max(grid, key=lambda row: row[select])
     lines = [
         f"| beam ({split}) | length penalty | no-repeat n-gram | words | length ratio | BLEU-1 | BLEU-4 | CIDEr |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
