@@ -70,11 +70,12 @@ class AppProcess:
     def peak_rss_mb(self) -> float:
         return _rss_mb(self.process.pid, "VmHWM")
 
-    def round_trip(self, image: Path, *, repeats: int) -> Timing:
+    def round_trip(self, image: Path, *inputs: object, repeats: int) -> Timing:
+        """Time ``/caption`` on ``image``; ``inputs`` are the optional settings after the file."""
         from gradio_client import handle_file
 
         return measure(
-            lambda: self.client.predict(handle_file(str(image)), api_name="/caption"),
+            lambda: self.client.predict(handle_file(str(image)), *inputs, api_name="/caption"),
             warmup=3,
             repeats=repeats,
         )

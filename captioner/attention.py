@@ -83,4 +83,9 @@ class AttentionCaptionModel(nn.Module):
 
     @staticmethod
     def select_state(state: AttentionState, indices: torch.Tensor) -> AttentionState:
-        return tuple(part.index_select(0, indices) for part in state)  # type: ignore[return-value]
+        """Rows ``indices`` of the state. The image's locations and keys, when held once (batch 1,
+        as in beam search over one image), are shared by every row through broadcasting, not copied."""
+        h, c, locations, keys, weights = state
+        if locations.shape[0] != 1:  # one image per row: select the rows' images too
+            locations, keys = locations.index_select(0, indices), keys.index_select(0, indices)
+        return h.index_select(0, indices), c.index_select(0, indices), locations, keys, weights.index_select(0, indices)

@@ -183,6 +183,10 @@ def beam_search(
     ]
 
 
+# A hypothesis word: (step number, row among that step's hypotheses, word id, its log-probability).
+_Link = tuple[int, int, int, float]
+
+
 def _beam_search_one(
     model: StepModel,
     features: torch.Tensor,
@@ -197,44 +201,39 @@ def _beam_search_one(
     suppress_ids: tuple[int, ...],
     no_repeat_ngram: int,
 ) -> Decoded:
+    """Beam search for one image. Hypotheses carry only light (step, row, word) links; the
+    per-step top-k and attention stay tensors, and ``Step`` objects are built for the winner only."""
+
     def normalised(log_prob: float, length: int) -> float:
         return log_prob / (max(length, 1) ** length_penalty)
 
     state = model.init_state(features)  # one hypothesis to start
     tokens = torch.tensor([start_id], device=features.device)
-    scores = [0.0]
-    histories: list[list[Step]] = [[]]
-    finished: list[Decoded] = []
-    for _ in range(max_length):
+    scores = torch.zeros(1, device=features.device)
+    histories: list[list[_Link]] = [[]]
+    finished: list[tuple[float, list[_Link], float, bool]] = []  # (rank score, links, log-prob, ended)
+    records = []  # per step: top-k ids, top-k log-probs and attention of that step's hypotheses
+    for t in range(max_length):
         logits, state = model.step(tokens, state)
         log_p = _distribution(logits, temperature, suppress_ids)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
-        allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
-        candidates = (torch.tensor(scores, device=log_p.device)[:, None] + allowed).view(-1)
+        records.append((top_log_p, top_ids, _attention(model, state)))
+        words_so_far = [[link[2] for link in history] for history in histories]
+        allowed = _block_repeats(log_p, words_so_far, no_repeat_ngram) if no_repeat_ngram else log_p
+        candidates = (scores[:, None] + allowed).view(-1)
         best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
         vocab = log_p.shape[1]
-        parents = (best_flat // vocab).tolist()
-        words = (best_flat % vocab).tolist()
-        chosen_log_p = log_p.view(-1)[best_flat].tolist()
-        top_ids_list, top_probs = top_ids.tolist(), top_log_p.exp().tolist()
-        weights = _attention(model, state)
-        attention = weights.tolist() if weights is not None else None
-
         alive_parents, alive_words, alive_scores, alive_histories = [], [], [], []
-        for rank, (parent, word, score, word_log_p) in enumerate(
-            zip(parents, words, best_scores.tolist(), chosen_log_p)
+        for rank, (flat, score, word_log_p) in enumerate(
+            zip(best_flat.tolist(), best_scores.tolist(), log_p.view(-1)[best_flat].tolist())
         ):
-            step = Step(
-                word,
-                math.exp(word_log_p),
-                tuple(top_ids_list[parent]),
-                tuple(top_probs[parent]),
-                tuple(attention[parent]) if attention is not None else None,
-            )
-            history = [*histories[parent], step]
+            parent, word = divmod(flat, vocab)
+            if score == float("-inf"):  # only blocked words are left
+                break
+            history = [*histories[parent], (t, parent, word, word_log_p)]
             if word == end_id:
                 if rank < beam_size:
-                    finished.append(Decoded(tuple(history), score, True))
+                    finished.append((normalised(score, len(history)), history, score, True))
             elif len(alive_words) < beam_size:
                 alive_parents.append(parent)
                 alive_words.append(word)
@@ -245,17 +244,33 @@ def _beam_search_one(
         index = torch.tensor(alive_parents, device=features.device)
         state = model.select_state(state, index)
         tokens = torch.tensor(alive_words, device=features.device)
-        scores, histories = alive_scores, alive_histories
+        scores = torch.tensor(alive_scores, device=features.device)
+        histories = alive_histories
     else:
-        finished.extend(Decoded(tuple(h), s, False) for h, s in zip(histories, scores))
-    return max(finished, key=lambda d: normalised(d.log_prob, len(d.steps)))
+        finished.extend((normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist()))
+    if not finished:  # every continuation was blocked: keep the unfinished hypotheses
+        finished = [(normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist())]
+    _, links, log_prob, ended = max(finished, key=lambda item: item[0])
+    return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
 
 
-def _block_repeats(log_p: torch.Tensor, histories: list[list[Step]], n: int) -> torch.Tensor:
+def _beam_step(records: list, link: _Link) -> Step:
+    """The ``Step`` of one hypothesis word, read from that step's recorded tensors."""
+    t, row, word, word_log_p = link
+    top_log_p, top_ids, weights = records[t]
+    return Step(
+        word,
+        math.exp(word_log_p),
+        tuple(top_ids[row].tolist()),
+        tuple(top_log_p[row].exp().tolist()),
+        tuple(weights[row].tolist()) if weights is not None else None,
+    )
+
+
+def _block_repeats(log_p: torch.Tensor, histories: list[list[int]], n: int) -> torch.Tensor:
     """``log_p`` (hypotheses, V) with -inf for each word that would repeat an n-gram of its hypothesis."""
     blocked = log_p.clone()
-    for row, history in enumerate(histories):
-        words = [step.token_id for step in history]
+    for row, words in enumerate(histories):
         prefix = words[len(words) - n + 1 :] if n > 1 else []  # the last n-1 words
         banned = [words[i + n - 1] for i in range(len(words) - n + 1) if words[i : i + n - 1] == prefix]
         if banned:
