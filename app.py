@@ -9,6 +9,7 @@ Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
 from __future__ import annotations
 
 import os
+import uuid
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -26,6 +27,7 @@ DEMO_DIR = Path(__file__).parent / "demo"
 MAX_FILE_SIZE = "20mb"
 MAX_VIDEO_FRAMES = 1800  # frames decoded at most per clip (a minute at 30 fps)
 VIDEO_SEGMENTS = 4
+_EXIF_IMAGE_UNIQUE_ID = 0xA420
 THEME = gr.themes.Soft(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
 )  # system fonts only: nothing is fetched from the web
@@ -56,6 +58,17 @@ def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -
         "top_k": int(top_k),
         "max_length": int(max_length),
     }
+
+
+def _own_copy(picture: Image.Image) -> Image.Image:
+    """The picture tagged with a fresh EXIF ImageUniqueID. Gradio caches an output picture under
+    the hash of its bytes and writes that file non-atomically, so two concurrent requests with
+    the same picture (the same clip) could otherwise serve each other a half-written file."""
+    copy = picture.copy()
+    exif = copy.getexif()
+    exif[_EXIF_IMAGE_UNIQUE_ID] = uuid.uuid4().hex
+    copy.info["exif"] = exif.tobytes()
+    return copy
 
 
 def _word_choices(result: CaptionResult) -> list[tuple[str, int]]:
@@ -113,7 +126,9 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             )
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
-        timeline = [(s.thumbnail, f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments]
+        timeline = [
+            (_own_copy(s.thumbnail), f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments
+        ]
         return (*_outputs(result), timeline)
 
     def image_attention(image: str | None, result: CaptionResult | None) -> list:
@@ -121,7 +136,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         if image is None or result is None:
             return []
         try:
-            return attention_overlays(load_image(image), result)
+            return [(_own_copy(picture), label) for picture, label in attention_overlays(load_image(image), result)]
         except MediaError:
             return []
 
@@ -129,7 +144,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
         if not isinstance(result, VideoCaptionResult) or not result.segments:
             return []
-        return attention_overlays(result.segments[len(result.segments) // 2].thumbnail, result)
+        middle = result.segments[len(result.segments) // 2].thumbnail
+        return [(_own_copy(picture), label) for picture, label in attention_overlays(middle, result)]
 
     def show_step(result: CaptionResult | None, index: int | None):
         if result is None or index is None:

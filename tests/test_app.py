@@ -8,6 +8,7 @@ import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
 from media_helpers import mentions_dog, write_clip
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,15 @@ def test_caption_video_with_timeline(client, tmp_path, dog_photo):
     _check_step_table(table, k=5)
     assert len(timeline) == 4
     assert all(re.match(r"\d+\.\d-\d+\.\d s: \w+", item["caption"]) for item in timeline)
+    # the same clip again: its pictures get files of their own (never one being rewritten by a
+    # concurrent identical request), and they are complete JPEGs
+    *_, again = client.predict(handle_file(str(clip)), api_name="/caption_video")
+    first, second = ([item["image"] for item in t] for t in (timeline, again))
+    assert not set(first) & set(second)
+    for path in first + second:
+        with Image.open(path) as picture:
+            assert picture.format == "JPEG" and picture.size[0] > 0
+            picture.load()
 
 
 @pytest.mark.parametrize(
