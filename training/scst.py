@@ -30,7 +30,8 @@ from training.config_cli import config_parser
 from training.datasets import load_corpus
 from training.extract_features import cache_dir_for
 from training.feature_cache import open_cache
-from training.train import _save_resume, _write_log, validate
+from training.progress import format_row, restore_progress, save_progress, write_log
+from training.train import validate
 
 __all__ = ["ScstConfig", "main", "sample_captions"]
 
@@ -117,11 +118,7 @@ def train_scst(config: ScstConfig) -> Path:
     resume_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
     if config.resume and resume_path.is_file():
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
-        history = json.loads(state["history"])
+        start_epoch, best_score, stale, history = restore_progress(state, model, optimizer)
     else:
         baseline = validate(model, val_features, val_images, vocab, max_length=20)
         history.append(
@@ -197,19 +194,16 @@ def train_scst(config: ScstConfig) -> Path:
             save_checkpoint(best_path, model, vocab, spec, training=training, metrics={"val_greedy": scores})
         else:
             stale += 1
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        _write_log(run_dir, history)
-        _save_resume(
+        print(format_row(row), flush=True)
+        write_log(run_dir, history)
+        save_progress(
             resume_path,
-            {
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "best_score": best_score,
-                "stale": stale,
-                "history": json.dumps(history),
-            },
+            epoch=epoch + 1,
+            model=model,
+            optimizer=optimizer,
+            best_score=best_score,
+            stale=stale,
+            history=history,
         )
     return best_path
 

@@ -11,10 +11,8 @@ show the curves.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from training.distributed import Distributed, setup_distributed
 from training.extract_features import cache_dir_for
 from training.feature_cache import extract_features
 from training.metrics import score_captions
-from training.plots import plot_curves
+from training.progress import format_row, restore_progress, save_progress, write_log
 
 __all__ = ["TrainConfig", "main", "train"]
 
@@ -115,12 +113,6 @@ def validate(
     return score_captions(predictions, references, use_java=False, metrics=("BLEU", "CIDEr"))
 
 
-def _save_resume(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(config: TrainConfig) -> Path:
     """Run training (one process, or one rank of a ``torchrun`` job); returns the best checkpoint's path."""
     if config.threads:
@@ -184,12 +176,8 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
                 f"{resume_path} was trained with a different vocabulary or model shape; "
                 "use a new --run folder or the same data and settings"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_score, stale, history = restore_progress(state, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_score, stale = state["epoch"], state["best_score"], state["stale"]
-        history = json.loads(state["history"])
         _log(job, f"resumed from {resume_path} after epoch {start_epoch}")
 
     trainer = DistributedDataParallel(model) if job.enabled else model
@@ -256,26 +244,19 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
                 save_checkpoint(
                     best_path, model, vocab, encoder.spec, training=training, metrics={"val_greedy": scores}
                 )
-            _log(
-                job,
-                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-                + (" *" if stale == 0 else ""),
-            )
-            _write_log(run_dir, history)
-            _save_resume(
+            _log(job, format_row(row) + (" *" if stale == 0 else ""))
+            write_log(run_dir, history)
+            save_progress(
                 resume_path,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "best_score": best_score,
-                    "stale": stale,
-                    "history": json.dumps(history),
-                    "vocab": vocab.tokens,
-                    "model_config": model_config.to_dict(),
-                },
+                epoch=epoch + 1,
+                model=model,
+                optimizer=optimizer,
+                best_score=best_score,
+                stale=stale,
+                history=history,
+                scheduler=scheduler.state_dict(),
+                vocab=vocab.tokens,
+                model_config=model_config.to_dict(),
             )
         stale = _broadcast_int(job, stale)  # every rank stops early together
         job.barrier()
@@ -320,14 +301,6 @@ def _broadcast_int(job: Distributed, value: int) -> int:
 def _log(job: Distributed, message: str) -> None:
     if job.is_main:
         print(message, flush=True)
-
-
-def _write_log(run_dir: Path, history: list[dict]) -> None:
-    with open(run_dir / "log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    plot_curves(history, run_dir / "curves.png")
 
 
 def main(argv: list[str] | None = None) -> None:
