@@ -213,13 +213,13 @@ def _beam_search_one(
     histories: list[list[_Link]] = [[]]
     finished: list[tuple[float, list[_Link], float, bool]] = []  # (rank score, links, log-prob, ended)
     records = []  # per step: top-k ids, top-k log-probs and attention of that step's hypotheses
+    exhausted = False
     for t in range(max_length):
         logits, state = model.step(tokens, state)
         log_p = _distribution(logits, temperature, suppress_ids)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
         records.append((top_log_p, top_ids, _attention(model, state)))
-        words_so_far = [[link[2] for link in history] for history in histories]
-        allowed = _block_repeats(log_p, words_so_far, no_repeat_ngram) if no_repeat_ngram else log_p
+        allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
         candidates = (scores[:, None] + allowed).view(-1)
         best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
         vocab = log_p.shape[1]
@@ -247,9 +247,9 @@ def _beam_search_one(
         scores = torch.tensor(alive_scores, device=features.device)
         histories = alive_histories
     else:
+        exhausted = True  # max_length reached: the live hypotheses compete unfinished
+    if exhausted or not finished:  # (or every continuation was blocked)
         finished.extend((normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist()))
-    if not finished:  # every continuation was blocked: keep the unfinished hypotheses
-        finished = [(normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist())]
     _, links, log_prob, ended = max(finished, key=lambda item: item[0])
     return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
 
@@ -267,10 +267,11 @@ def _beam_step(records: list, link: _Link) -> Step:
     )
 
 
-def _block_repeats(log_p: torch.Tensor, histories: list[list[int]], n: int) -> torch.Tensor:
+def _block_repeats(log_p: torch.Tensor, histories: list[list[_Link]], n: int) -> torch.Tensor:
     """``log_p`` (hypotheses, V) with -inf for each word that would repeat an n-gram of its hypothesis."""
     blocked = log_p.clone()
-    for row, words in enumerate(histories):
+    for row, history in enumerate(histories):
+        words = [link[2] for link in history]
         prefix = words[len(words) - n + 1 :] if n > 1 else []  # the last n-1 words
         banned = [words[i + n - 1] for i in range(len(words) - n + 1) if words[i : i + n - 1] == prefix]
         if banned:
