@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from captioner.config import ModelConfig
 from captioner.encoders import EncoderSpec
-from captioner.model import CaptionModel, build_model
+from captioner.model import build_model
 from captioner.vocab import Vocabulary
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -40,10 +41,22 @@ class Checkpoint:
     config: ModelConfig
     vocab: Vocabulary
     encoder: EncoderSpec
-    model: CaptionModel
+    model: nn.Module  # CaptionModel or AttentionCaptionModel (see build_model)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     decoding: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this checkpoint (e.g. one made with ``dataclasses.replace`` for new metadata)."""
+        return save_checkpoint(
+            path,
+            self.model,
+            self.vocab,
+            self.encoder,
+            training=self.training,
+            metrics=self.metrics,
+            decoding=self.decoding,
+        )
 
     def check_compatible(self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None) -> None:
         """Raise :class:`CheckpointError` unless trained with this encoder and vocabulary."""
@@ -63,7 +76,7 @@ class Checkpoint:
 
 def save_checkpoint(
     path: str | Path,
-    model: CaptionModel,
+    model: nn.Module,
     vocab: Vocabulary,
     encoder: EncoderSpec,
     *,

@@ -12,6 +12,7 @@ stores the temperature in the checkpoint so the shown probabilities use it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.checkpoint import load_checkpoint
 from training.datasets import SPLITS, load_corpus
 from training.extract_features import cache_dir_for
 from training.feature_cache import open_cache
@@ -109,15 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(json.dumps(report, indent=2))
     if args.apply:
         decoding = {**checkpoint.decoding, "temperature": temperature}
-        save_checkpoint(
-            args.checkpoint,
-            checkpoint.model,
-            checkpoint.vocab,
-            spec,
-            training=checkpoint.training,
-            metrics={**checkpoint.metrics, "calibration": report},
-            decoding=decoding,
-        )
+        metrics = {**checkpoint.metrics, "calibration": report}
+        dataclasses.replace(checkpoint, metrics=metrics, decoding=decoding).save(args.checkpoint)
         print(f"stored temperature {temperature:.3f} in {args.checkpoint}")
     return report
 

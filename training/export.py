@@ -10,10 +10,11 @@ The weights are copied unchanged (fp16); the metadata gains a ``metrics`` entry 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.checkpoint import load_checkpoint
 
 __all__ = ["main"]
 
@@ -37,15 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics[name] = report["metrics"]
         keys = ("split", "images", "beam_size", "length_penalty", "no_repeat_ngram", "max_length", "java")
         metrics[f"{name}_settings"] = {k: report[k] for k in keys if k in report}
-    save_checkpoint(
-        args.out,
-        checkpoint.model,
-        checkpoint.vocab,
-        checkpoint.encoder,
-        training=checkpoint.training,
-        metrics=metrics,
-        decoding=checkpoint.decoding,
-    )
+    dataclasses.replace(checkpoint, metrics=metrics).save(args.out)
     summary = {
         "checkpoint": args.out.name,
         "encoder": checkpoint.encoder.name,

@@ -13,6 +13,7 @@ the chosen setting only once, via ``training.evaluate``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.captioner import Captioner
-from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.datasets import SPLITS, load_corpus
 from training.extract_features import cache_dir_for
@@ -105,15 +106,8 @@ def _store_default(path: Path | None, best: dict, split: str) -> None:
         raise SystemExit("--apply needs --checkpoint (the shipped file is written by training.export)")
     checkpoint = load_checkpoint(path)
     chosen = {k: best[k] for k in ("beam_size", "length_penalty", "no_repeat_ngram")}
-    save_checkpoint(
-        path,
-        checkpoint.model,
-        checkpoint.vocab,
-        checkpoint.encoder,
-        training=checkpoint.training,
-        metrics={**checkpoint.metrics, f"{split}_decoding_choice": best},
-        decoding={**checkpoint.decoding, **chosen},
-    )
+    metrics = {**checkpoint.metrics, f"{split}_decoding_choice": best}
+    dataclasses.replace(checkpoint, metrics=metrics, decoding={**checkpoint.decoding, **chosen}).save(path)
     print(f"stored default decoding {chosen} in {path}")
 
 
