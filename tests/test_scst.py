@@ -11,7 +11,7 @@ from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
-from training.scst import ScstConfig, sample_captions, train_scst
+from training.scst import ScstConfig, advantages, sample_captions, train_scst
 from training.train import train
 
 
@@ -41,7 +41,28 @@ def test_sampling_masks_after_end(small_model, small_vocab):
         assert torch.all(lp[: len([t for t in row if t])] < 0)
 
 
-def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus):
+def test_mean_of_other_samples_baseline_centres_each_image():
+    rewards = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.2, 0.2]])
+    result = advantages(rewards)
+    # sample 0 of image 0: 1.0 - mean(0.0, 0.5)
+    assert result[0].tolist() == pytest.approx([0.75, -0.75, 0.0])
+    assert result[1].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+    assert result.sum(dim=1).tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_greedy_baseline_subtracts_the_greedy_reward_of_the_same_image():
+    rewards = torch.tensor([[1.0, 0.0], [0.2, 0.4]])
+    result = advantages(rewards, torch.tensor([0.5, 0.4]))
+    assert result.flatten().tolist() == pytest.approx([0.5, -0.5, -0.2, 0.0], abs=1e-6)
+
+
+def test_mean_baseline_needs_two_samples():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        advantages(torch.ones(4, 1))
+
+
+@pytest.mark.parametrize("baseline", ["greedy", "mean"])
+def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus, baseline):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
     best = train_scst(
@@ -53,13 +74,21 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
             epochs=2,
             batch_size=8,
             samples=3,
+            baseline=baseline,
             lr=1e-3,
             patience=5,
         )
     )
     rows = read_log(tmp_path / "scst")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert all(float(r["greedy_cider_d"]) >= 0 for r in rows[1:])
+    assert all(float(r["sample_cider_d"]) >= 0 and float(r["baseline_cider_d"]) >= 0 for r in rows[1:])
+    if baseline == "mean":  # the baseline is the samples' own mean
+        assert all(float(r["sample_cider_d"]) == pytest.approx(float(r["baseline_cider_d"])) for r in rows[1:])
     assert (tmp_path / "scst" / "last.pt").is_file()
     if best.is_file():  # written only when validation CIDEr improved on the cross-entropy start
         assert "scst" in load_checkpoint(best).training
+
+
+def test_unknown_baseline_is_refused(tmp_path, mini_corpus):
+    with pytest.raises(ValueError, match="--baseline"):
+        train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), baseline="best"))

@@ -3,9 +3,11 @@
     python -m training.scst --data ../shared/flickr8k --init runs/lite2/best.safetensors --run-dir runs/lite2_scst
 
 Starts from a cross-entropy checkpoint and maximises CIDEr-D directly: for each image,
-``--samples`` captions are sampled; each gets the reward CIDEr-D(sample) - CIDEr-D(greedy
-caption of the same image), and REINFORCE pushes up the log-probability of samples that beat
-the greedy caption. Validation (greedy BLEU-4/CIDEr on ``val``), ``best.safetensors``,
+``--samples`` captions are sampled and REINFORCE pushes up the log-probability of the samples
+that beat a baseline. ``--baseline greedy`` (Rennie et al.) uses the CIDEr-D of the image's
+greedy caption; ``--baseline mean`` (Luo 2020, "a better variant of SCST") uses the mean
+CIDEr-D of the image's other samples, which needs no greedy decoding and gives every image
+zero-mean advantages. Validation (greedy BLEU-4/CIDEr on ``val``), ``best.safetensors``,
 ``last.pt`` (atomic, ``--resume``), ``log.csv`` and ``curves.png`` work as in ``training.train``.
 """
 
@@ -17,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -33,7 +34,9 @@ from training.feature_cache import open_cache
 from training.progress import format_row, restore_progress, save_progress, write_log
 from training.train import validate
 
-__all__ = ["ScstConfig", "main", "sample_captions"]
+__all__ = ["ScstConfig", "advantages", "main", "sample_captions"]
+
+BASELINES = ("greedy", "mean")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ScstConfig:
     epochs: int = 10
     batch_size: int = 50
     samples: int = 5
+    baseline: str = field(default="greedy", metadata={"help": "greedy | mean (of the other samples)"})
     lr: float = 2e-5
     clip: float = 1.0
     max_length: int = 16
@@ -85,8 +89,25 @@ def _words(ids: list[int], vocab: Vocabulary) -> list[str]:
     return vocab.decode(ids)
 
 
+def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample advantages for rewards of shape (images, samples).
+
+    With ``greedy_rewards`` (images,) the baseline is the greedy caption's reward; without it,
+    each sample's baseline is the mean reward of the image's other samples.
+    """
+    if greedy_rewards is not None:
+        return rewards - greedy_rewards[:, None]
+    count = rewards.shape[1]
+    if count < 2:
+        raise ValueError("the mean-of-other-samples baseline needs at least 2 samples per image")
+    others = (rewards.sum(dim=1, keepdim=True) - rewards) / (count - 1)
+    return rewards - others
+
+
 def train_scst(config: ScstConfig) -> Path:
     """Run self-critical training; returns the best checkpoint's path."""
+    if config.baseline not in BASELINES:
+        raise ValueError(f"--baseline must be one of {BASELINES}, not {config.baseline!r}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -125,7 +146,8 @@ def train_scst(config: ScstConfig) -> Path:
             {
                 "epoch": 0,
                 "train_loss": 0.0,
-                "greedy_cider_d": 0.0,
+                "sample_cider_d": 0.0,
+                "baseline_cider_d": 0.0,
                 "seconds": 0.0,
                 **{f"val_{k}": v for k, v in baseline.items()},
             }
@@ -140,27 +162,29 @@ def train_scst(config: ScstConfig) -> Path:
             break
         started = time.perf_counter()
         order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(config.seed + epoch))
-        total_loss, total_reward, batches = 0.0, 0.0, 0
+        total_loss, total_sample, total_baseline, batches = 0.0, 0.0, 0.0, 0
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"scst {epoch + 1}", leave=False):
             index = order[start : start + config.batch_size]
             features = pooled[train_rows[index]]
             model.eval()
-            greedy = greedy_decode(model, features, max_length=config.max_length, top_k=1, **ids)
-            baseline = [
-                cider.score(_words(g.token_ids, vocab), references[i], key=int(i))
-                for g, i in zip(greedy, index.tolist())
-            ]
+            greedy_rewards = None
+            if config.baseline == "greedy":
+                greedy = greedy_decode(model, features, max_length=config.max_length, top_k=1, **ids)
+                greedy_rewards = torch.tensor(
+                    [
+                        cider.score(_words(g.token_ids, vocab), references[i], key=i)
+                        for g, i in zip(greedy, index.tolist())
+                    ]
+                )
             # Sample from the same (dropout-free) policy that greedy decoding and validation use,
             # so the greedy baseline and the samples come from one model.
             repeated = features.repeat_interleave(config.samples, dim=0)
             sampled, log_probs = sample_captions(model, repeated, max_length=config.max_length, **ids)
             owners = index.repeat_interleave(config.samples).tolist()
-            rewards = torch.tensor(
-                [
-                    cider.score(_words(row, vocab), references[i], key=i) - baseline[n // config.samples]
-                    for n, (row, i) in enumerate(zip(sampled.tolist(), owners))
-                ]
-            )
+            sample_rewards = torch.tensor(
+                [cider.score(_words(row, vocab), references[i], key=i) for row, i in zip(sampled.tolist(), owners)]
+            ).view(len(index), config.samples)
+            rewards = advantages(sample_rewards, greedy_rewards).flatten()
             # Every sampled token carries its caption's reward; mean over all tokens of the batch
             # (a per-caption mean would weigh the words of long captions less, and so favour them).
             tokens_in_batch = (log_probs != 0).sum().clamp(min=1)
@@ -170,13 +194,15 @@ def train_scst(config: ScstConfig) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             total_loss += loss.item()
-            total_reward += float(np.mean(baseline))
+            total_sample += sample_rewards.mean().item()
+            total_baseline += (sample_rewards if greedy_rewards is None else greedy_rewards).mean().item()
             batches += 1
         scores = validate(model, val_features, val_images, vocab, max_length=20)
         row = {
             "epoch": epoch + 1,
             "train_loss": total_loss / batches,
-            "greedy_cider_d": total_reward / batches,
+            "sample_cider_d": total_sample / batches,
+            "baseline_cider_d": total_baseline / batches,
             "seconds": time.perf_counter() - started,
             **{f"val_{k}": v for k, v in scores.items()},
         }
