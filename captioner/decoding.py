@@ -58,12 +58,29 @@ class Decoded:
         return [s.token_id for s in self.steps]
 
 
-def _distribution(logits: torch.Tensor, temperature: float, suppress_ids: tuple[int, ...] = ()) -> torch.Tensor:
-    """Log-softmax at ``temperature`` over the vocabulary minus ``suppress_ids`` (never generated)."""
-    logits = logits.float() / temperature
-    if suppress_ids:
-        logits = logits.index_fill(-1, torch.tensor(suppress_ids, device=logits.device), float("-inf"))
-    return torch.log_softmax(logits, dim=-1)
+class _WordDistribution:
+    """Log-softmax at ``temperature`` over the vocabulary minus ``suppress_ids`` (never generated).
+
+    Built once per decoding call: the steps reuse one additive mask (0, or -inf for the
+    suppressed ids) and scale and mask the logits in a single operation.
+    """
+
+    def __init__(self, temperature: float, suppress_ids: tuple[int, ...], device: torch.device) -> None:
+        self.scale = 1.0 / temperature
+        self.suppress_ids = suppress_ids
+        self.device = device
+        self.mask: torch.Tensor | None = None  # (V,), made at the first step, when V is known
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.suppress_ids:
+            if self.mask is None:
+                self.mask = torch.zeros(logits.shape[-1], device=self.device)
+                self.mask[list(self.suppress_ids)] = float("-inf")
+            logits = torch.add(self.mask, logits, alpha=self.scale)
+        elif self.scale != 1.0:
+            logits = logits * self.scale
+        return torch.log_softmax(logits, dim=-1)
 
 
 @torch.inference_mode()
@@ -80,8 +97,10 @@ def greedy_decode(
 ) -> list[Decoded]:
     """Most probable word at every step, for a batch of images; at most ``max_length`` tokens."""
 
+    distribution = _WordDistribution(temperature, suppress_ids, features.device)
+
     def most_probable(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _distribution(logits, temperature, suppress_ids), None  # the top-1 word is taken
+        return distribution(logits), None  # the top-1 word is taken
 
     return _decode_batch(
         model, features, most_probable, start_id=start_id, end_id=end_id, max_length=max_length, top_k=top_k
@@ -113,13 +132,16 @@ def _decode_batch(
         logits, state = model.step(tokens, state)
         log_p, chosen = pick(logits)  # (B, V), (B,) or None
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)  # sorted: [:, 0] is the most probable
-        tokens = top_ids[:, 0] if chosen is None else chosen
-        chosen_log_p = log_p.gather(1, tokens[:, None]).squeeze(1)
+        if chosen is None:
+            tokens, chosen_log_p = top_ids[:, 0], top_log_p[:, 0]
+        else:
+            tokens, chosen_log_p = chosen, log_p.gather(1, chosen[:, None]).squeeze(1)
         records.append((rows, top_log_p, top_ids, tokens, chosen_log_p, _attention(model, state)))
         going = tokens != end_id
-        if not bool(going.any()):
+        still_going = int(going.sum())
+        if still_going == 0:
             break
-        if not bool(going.all()):  # drop the finished captions from the batch
+        if still_going < len(tokens):  # drop the finished captions from the batch
             keep = going.nonzero().squeeze(1)
             rows, tokens, state = rows[keep], tokens[keep], model.select_state(state, keep)
     steps: list[list[Step]] = [[] for _ in range(features.shape[0])]
@@ -207,6 +229,7 @@ def _beam_search_one(
     def normalised(log_prob: float, length: int) -> float:
         return log_prob / (max(length, 1) ** length_penalty)
 
+    distribution = _WordDistribution(temperature, suppress_ids, features.device)
     state = model.init_state(features)  # one hypothesis to start
     tokens = torch.tensor([start_id], device=features.device)
     scores = torch.zeros(1, device=features.device)
@@ -216,7 +239,7 @@ def _beam_search_one(
     exhausted = False
     for t in range(max_length):
         logits, state = model.step(tokens, state)
-        log_p = _distribution(logits, temperature, suppress_ids)  # (n_alive, V)
+        log_p = distribution(logits)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
         records.append((top_log_p, top_ids, _attention(model, state)))
         allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
@@ -301,8 +324,10 @@ def sample_decode(
     if temperature <= 0:
         raise ValueError("temperature must be positive")
 
+    distribution = _WordDistribution(temperature, suppress_ids, features.device)
+
     def nucleus_sample(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = _distribution(logits, temperature, suppress_ids).exp()  # (B, V)
+        probs = distribution(logits).exp()  # (B, V)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # words past the nucleus
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)

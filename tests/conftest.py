@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from captioner import Captioner
+from captioner.attention import AttentionCaptionModel
 from captioner.config import ModelConfig
 from captioner.model import CaptionModel
 from captioner.vocab import Vocabulary
@@ -44,6 +45,23 @@ def small_model(small_vocab: Vocabulary) -> CaptionModel:
     torch.manual_seed(0)
     config = ModelConfig(feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, dropout=0.0)
     return CaptionModel(config).eval()
+
+
+@pytest.fixture()
+def attention_model(small_vocab: Vocabulary) -> AttentionCaptionModel:
+    """A small soft-attention decoder (random weights) over 16-channel maps."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        feature_dim=16,
+        vocab_size=len(small_vocab),
+        embed_dim=12,
+        hidden_dim=20,
+        dropout=0.0,
+        image_dropout=0.0,
+        attention=True,
+        attention_dim=10,
+    )
+    return AttentionCaptionModel(config).eval()
 
 
 @pytest.hookimpl(hookwrapper=True)

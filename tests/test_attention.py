@@ -15,22 +15,6 @@ from captioner.model import build_model
 from captioner.presentation import attention_overlays
 
 
-@pytest.fixture()
-def attention_model(small_vocab):
-    torch.manual_seed(0)
-    config = ModelConfig(
-        feature_dim=16,
-        vocab_size=len(small_vocab),
-        embed_dim=12,
-        hidden_dim=20,
-        dropout=0.0,
-        image_dropout=0.0,
-        attention=True,
-        attention_dim=10,
-    )
-    return build_model(config).eval()
-
-
 def test_teacher_forcing_matches_stepping_and_weights_are_distributions(attention_model, small_vocab):
     maps = torch.randn(2, 16, 3, 3)
     captions = torch.randint(4, len(small_vocab), (2, 6))

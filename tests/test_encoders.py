@@ -4,8 +4,11 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
 
-from captioner.encoders import build_encoder, efficientnet_lite_classifier
+from captioner.batchnorm_folding import fold_batch_norms
+from captioner.encoders import ScaleAndNormalise, build_encoder, efficientnet_lite_classifier
 
 IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -46,3 +49,39 @@ def test_unknown_names_are_clear_errors():
         build_encoder("alexnet2000")
     with pytest.raises(ValueError, match="torchvision has no classification model"):
         build_encoder("torchvision:not_a_model")
+
+
+def test_lite_encoder_folds_its_batch_norms_and_computes_the_same_map():
+    encoder = build_encoder("efficientnet_lite0")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())
+    image = encoder.spec.transform()(Image.fromarray(skimage.data.chelsea()))[None]
+    unfolded = efficientnet_lite_classifier("efficientnet_lite0")
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules()) == 49
+    with torch.inference_mode():
+        expected, ours = unfolded.forward_features(image), encoder(image)
+    assert torch.allclose(ours, expected, atol=1e-3), (ours - expected).abs().max()
+
+
+def test_fold_batch_norms_keeps_the_function_and_the_activation():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    net[1].running_mean.uniform_(-1, 1)
+    net[1].running_var.uniform_(0.5, 2)
+    net[1].weight.data.uniform_(-2, 2)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(net)
+    net.eval()
+    x = torch.randn(2, 3, 5, 5)
+    expected = net(x)
+    assert fold_batch_norms(net) == 1
+    assert isinstance(net[1], nn.Identity) and isinstance(net[2], nn.ReLU)
+    assert torch.allclose(net(x), expected, atol=1e-5)
+
+
+def test_scale_and_normalise_equals_torchvision_to_dtype_and_normalize():
+    image = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(image))
+    assert torch.allclose(ScaleAndNormalise(mean, std)(image), expected, atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        ScaleAndNormalise(mean, std)(image.float())
