@@ -2,8 +2,10 @@
 
     python -m benchmarks.decoder_precision --data ../shared/flickr8k --split test --threads 2
 
-Encodes every image of the split once, decodes the features greedily with the decoder in
-fp32, fp16 and int8 (see :mod:`captioner.precision`), and reports, against fp32: how many
+Encodes every image of the split once, decodes the features with the checkpoint's default
+decoding and the decoder in fp32, fp16 (the default: for attention models the fused decoder),
+fp16 as plain module-by-module dynamic quantisation (the reference the fused decoder must
+match) and int8 (see :mod:`captioner.precision`), and reports, against fp32: how many
 captions are identical, BLEU-1..4/METEOR/ROUGE-L/CIDEr of each, and the median time to
 decode one image (batch 1). Writes the report as JSON.
 """
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.timing import measure
 from captioner import Captioner
-from captioner.precision import DECODER_PRECISIONS
+from captioner.precision import DECODER_PRECISIONS, dynamically_quantised
 from training.datasets import SPLITS, load_corpus
 from training.metrics import java_available, score_captions
 
@@ -50,8 +52,13 @@ def main(argv: list[str] | None = None) -> dict:
     java = java_available()
     report: dict = {"date": time.strftime("%Y-%m-%d"), "split": args.split, "threads": args.threads, "rows": {}}
     captions: dict[str, list[str]] = {}
-    for precision in DECODER_PRECISIONS:
-        captioner = Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
+    unfused = "fp16, unfused (torch.ao dynamic quantisation)"
+    for precision in (*DECODER_PRECISIONS, unfused):
+        if precision == unfused:
+            captioner = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
+            captioner.model = dynamically_quantised(reference.checkpoint.model, "fp16")
+        else:
+            captioner = Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
         results = [
             r for start in range(0, len(images), 250) for r in captioner.caption_features(features[start : start + 250])
         ]

@@ -29,8 +29,9 @@ from captioner.attention import AttentionCaptionModel, AttentionState
 __all__ = ["FusedAttentionDecoder"]
 
 
-def _pack(weight: torch.Tensor, bias: torch.Tensor) -> torch.ScriptObject:
-    return torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), bias.detach().float())
+def _pack(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.ScriptObject:
+    bias = None if bias is None else bias.detach().float()
+    return torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), bias)
 
 
 def _linear(inputs: torch.Tensor, packed: torch.ScriptObject) -> torch.Tensor:
@@ -62,7 +63,7 @@ class FusedAttentionDecoder(nn.Module):
             torch.cat([2.0 * model.query.weight, model.gate.weight, cell.weight_hh]),  # doubled query
             torch.cat([2.0 * model.query.bias, model.gate.bias, cell.bias_hh + cell.bias_ih]),
         )
-        self._from_context = _pack(context_weights, torch.zeros_like(cell.bias_ih))
+        self._from_context = _pack(context_weights, None)
         self._head = _pack(model.head.weight, model.head.bias)
         self.requires_grad_(False)
         self.eval()

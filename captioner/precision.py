@@ -21,7 +21,7 @@ from torch import nn
 from captioner.attention import AttentionCaptionModel
 from captioner.fused_attention import FusedAttentionDecoder
 
-__all__ = ["DECODER_PRECISIONS", "with_precision"]
+__all__ = ["DECODER_PRECISIONS", "dynamically_quantised", "with_precision"]
 
 DECODER_PRECISIONS = ("fp32", "fp16", "int8")
 _DTYPES = {"fp16": torch.float16, "int8": torch.qint8}
@@ -41,6 +41,12 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         raise ValueError(f"decoder precision {precision!r} runs on the CPU only; use 'fp32' on other devices")
     if precision == "fp16" and isinstance(model, AttentionCaptionModel):
         return FusedAttentionDecoder(model)
+    return dynamically_quantised(model, precision)
+
+
+def dynamically_quantised(model: nn.Module, precision: str) -> nn.Module:
+    """A copy of ``model`` with PyTorch's dynamic quantisation of its Linear and LSTM-cell
+    layers (``fp16`` or ``int8`` weights), module by module, without fusing anything."""
     with warnings.catch_warnings():  # torch.ao's eager-mode API warns that it moves to torchao
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(
