@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
+from captioner.batchnorm_folding import fold_batch_norms
 from captioner.captioner import Captioner
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
@@ -21,8 +22,10 @@ __all__ = ["resnet50_lstm", "transformer_captioners"]
 
 
 def resnet50_lstm(like: Captioner) -> Captioner:
-    """Our decoder (same vocabulary, sizes and weight precision) on a randomly initialised torchvision ResNet-50."""
+    """Our decoder (same vocabulary, sizes and weight precision) on a randomly initialised torchvision ResNet-50,
+    its BatchNorms folded into its convolutions as in our Lite encoders (a like-for-like reference)."""
     encoder = build_encoder("torchvision:resnet50", pretrained=False)
+    fold_batch_norms(encoder)
     config = ModelConfig(**{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048})
     checkpoint = Checkpoint(config, like.vocab, encoder.spec, CaptionModel(config).eval())
     return Captioner(checkpoint, encoder, decoder_precision=like.decoder_precision)

@@ -1,0 +1,50 @@
+"""The benchmark scripts run end to end on the shipped checkpoint and report what they promise."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import decoder_precision, run
+
+
+def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
+    out = tmp_path / "results.json"
+    report = run.main(
+        ["--threads", "2", "--repeats", "3", "--batch", "4", "--skip-app", "--skip-transformers", "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == report
+    rows = report["rows"]
+    expected = {
+        "encoder forward, batch 1",
+        "encoder forward, batch 4",
+        "caption greedy (file -> words)",
+        "caption beam 3",
+        "caption beam 5",
+        "caption_batch 4 greedy",
+        "video clip, 16 frames, greedy",
+        "reference: ResNet-50 + LSTM greedy",
+    }
+    assert set(rows) == expected
+    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows.values())
+    assert len(report["ratios"]) == 4 and all(v > 0 for v in report["ratios"].values())
+    assert report["transformers"] == "skipped"
+    table = run.markdown(report)
+    assert all(f"| {name} |" in table for name in expected)
+
+
+def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, mini_corpus):
+    out = tmp_path / "precision.json"
+    report = decoder_precision.main(
+        ["--data", str(mini_corpus), "--split", "test", "--repeats", "2", "--out", str(out)]
+    )
+    rows = report["rows"]
+    assert list(rows) == ["fp32", "fp16", "int8", "fp16, unfused (torch.ao dynamic quantisation)"]
+    assert all(row["images"] == 8 and row["decode_ms_batch1"] > 0 for row in rows.values())
+    # the fused fp16 decoder and plain fp16 dynamic quantisation keep every fp32 caption
+    assert (
+        rows["fp16"]["identical_to_fp32"]
+        == rows["fp16, unfused (torch.ao dynamic quantisation)"]["identical_to_fp32"]
+        == 8
+    )
+    assert rows["fp16"]["metrics"] == rows["fp32"]["metrics"]
+    assert "| fp16 | 8/8 |" in decoder_precision.markdown(report)
