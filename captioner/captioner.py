@@ -130,9 +130,13 @@ class Captioner:
     @torch.inference_mode()
     def encode(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Preprocess and encode images into feature maps (B, C, H, W)."""
-        batch = torch.stack([self.transform(load_image(image)) for image in images])
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.encoder(batch)
+        pictures = [self.transform(load_image(image)) for image in images]
+        # the transform's output already lies channels-last in memory: copy each picture once
+        # into a channels-last batch instead of stacking (NCHW) and converting (a second copy)
+        batch = torch.empty((len(pictures), *pictures[0].shape), memory_format=torch.channels_last)
+        for row, picture in zip(batch, pictures):
+            row.copy_(picture)
+        return self.encoder(batch.to(self.device))
 
     # -- captioning -----------------------------------------------------------
     def caption(self, image: ImageSource, **options: Any) -> CaptionResult:
