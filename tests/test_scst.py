@@ -11,7 +11,7 @@ from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
-from training.scst import ScstConfig, advantages, sample_captions, train_scst
+from training.scst import ScstConfig, _stages, advantages, sample_captions, train_scst
 from training.train import train
 
 
@@ -87,6 +87,44 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
     assert (tmp_path / "scst" / "last.pt").is_file()
     if best.is_file():  # written only when validation CIDEr improved on the cross-entropy start
         assert "scst" in load_checkpoint(best).training
+
+
+def test_weight_average_is_validated_saved_and_resumed(tmp_path, mini_corpus):
+    features = tmp_path / "features"
+    xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
+    settings = dict(
+        data=str(mini_corpus),
+        init=str(xe),
+        run_dir=str(tmp_path / "scst"),
+        features=str(features),
+        batch_size=8,
+        samples=3,
+        lr=1e-3,
+        patience=5,
+        ema_decay=0.5,
+    )
+    train_scst(ScstConfig(epochs=1, **settings))
+    train_scst(ScstConfig(epochs=2, resume=True, **settings))
+    rows = read_log(tmp_path / "scst")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert rows[0]["val_raw_CIDEr"] == rows[0]["val_CIDEr"]  # the start has one set of weights
+    assert all(0.0 <= float(r["val_raw_CIDEr"]) <= 10.0 for r in rows)
+    state = torch.load(tmp_path / "scst" / "last.pt", weights_only=True)
+    raw, averaged = state["model"], state["average"]
+    assert int(averaged["n_averaged"]) > 1
+    assert any(not torch.equal(raw[name], averaged[f"module.{name}"]) for name in raw)
+
+
+def test_scst_stages_chain():
+    first, second = {"epoch": 3}, {"epoch": 5}
+    assert _stages({}, first) == [first]
+    assert _stages({"scst": first}, second) == [first, second]
+    assert _stages({"scst": [first, second]}, first) == [first, second, first]
+
+
+def test_ema_decay_out_of_range_is_refused(tmp_path, mini_corpus):
+    with pytest.raises(ValueError, match="--ema-decay"):
+        train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), ema_decay=1.0))
 
 
 def test_unknown_baseline_is_refused(tmp_path, mini_corpus):

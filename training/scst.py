@@ -8,8 +8,12 @@ that beat a baseline. ``--baseline mean`` (the default; Luo 2020, "a better vari
 uses the mean CIDEr-D of the image's other samples, which needs no greedy decoding and gives
 every image zero-mean advantages; ``--baseline greedy`` (Rennie et al.) uses the CIDEr-D of
 the image's greedy caption. On Flickr8k ``val`` the mean baseline reached a higher greedy
-CIDEr (see the README's ablation table). Validation (greedy BLEU-4/CIDEr on ``val``), ``best.safetensors``,
-``last.pt`` (atomic, ``--resume``), ``log.csv`` and ``curves.png`` work as in ``training.train``.
+CIDEr (see the README's ablation table). ``--ema-decay`` (e.g. 0.997) keeps an exponential moving
+average of the weights (``torch.optim.swa_utils``); validation and ``best.safetensors`` then use the
+average, and the log also records the raw weights' ``val_raw_CIDEr``. Validation (greedy BLEU-4/CIDEr
+on ``val``), ``best.safetensors``, ``last.pt`` (atomic, ``--resume``), ``log.csv`` and ``curves.png``
+work as in ``training.train``. Starting from an SCST checkpoint chains the stages: the new
+checkpoint's ``training["scst"]`` lists every stage's settings.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
@@ -54,6 +59,7 @@ class ScstConfig:
     samples: int = 5
     baseline: str = field(default="mean", metadata={"help": "mean (of the image's other samples) | greedy"})
     lr: float = 2e-5
+    ema_decay: float = field(default=0.0, metadata={"help": "weight-average decay per step, 0 = off (e.g. 0.997)"})
     clip: float = 1.0
     max_length: int = 16
     patience: int = 3
@@ -105,10 +111,18 @@ def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None
     return rewards - others
 
 
+def _stages(training: dict, stage: dict) -> list[dict]:
+    """The SCST stages behind a checkpoint: the init checkpoint's (a dict or a list) plus ``stage``."""
+    earlier = training.get("scst", [])
+    return [*([earlier] if isinstance(earlier, dict) else earlier), stage]
+
+
 def train_scst(config: ScstConfig) -> Path:
     """Run self-critical training; returns the best checkpoint's path."""
     if config.baseline not in BASELINES:
         raise ValueError(f"--baseline must be one of {BASELINES}, not {config.baseline!r}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must be in [0, 1), not {config.ema_decay}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -135,12 +149,19 @@ def train_scst(config: ScstConfig) -> Path:
     cider = CiderD(references)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    average = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        if config.ema_decay
+        else None
+    )
     history: list[dict] = []
     start_epoch, best_score, stale = 0, -1.0, 0
     resume_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
     if config.resume and resume_path.is_file():
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
         start_epoch, best_score, stale, history = restore_progress(state, model, optimizer)
+        if average is not None:
+            average.load_state_dict(state["average"])
     else:
         baseline = validate(model, val_features, val_images, vocab, max_length=20)
         history.append(
@@ -151,6 +172,7 @@ def train_scst(config: ScstConfig) -> Path:
                 "baseline_cider_d": 0.0,
                 "seconds": 0.0,
                 **{f"val_{k}": v for k, v in baseline.items()},
+                **({"val_raw_CIDEr": baseline["CIDEr"]} if average is not None else {}),
             }
         )
         best_score = baseline[config.select_metric]
@@ -194,11 +216,14 @@ def train_scst(config: ScstConfig) -> Path:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             total_loss += loss.item()
             total_sample += sample_rewards.mean().item()
             total_baseline += (sample_rewards if greedy_rewards is None else greedy_rewards).mean().item()
             batches += 1
-        scores = validate(model, val_features, val_images, vocab, max_length=20)
+        selected = model if average is None else average.module
+        scores = validate(selected, val_features, val_images, vocab, max_length=20)
         row = {
             "epoch": epoch + 1,
             "train_loss": total_loss / batches,
@@ -207,18 +232,23 @@ def train_scst(config: ScstConfig) -> Path:
             "seconds": time.perf_counter() - started,
             **{f"val_{k}": v for k, v in scores.items()},
         }
+        if average is not None:
+            row["val_raw_CIDEr"] = validate(model, val_features, val_images, vocab, max_length=20)["CIDEr"]
         history.append(row)
         if scores[config.select_metric] > best_score:
             best_score, stale = scores[config.select_metric], 0
             training = {
                 **initial.training,
-                "scst": {
-                    "config": dataclasses.asdict(config),
-                    "epoch": epoch + 1,
-                    "seconds": sum(h["seconds"] for h in history),
-                },
+                "scst": _stages(
+                    initial.training,
+                    {
+                        "config": dataclasses.asdict(config),
+                        "epoch": epoch + 1,
+                        "seconds": sum(h["seconds"] for h in history),
+                    },
+                ),
             }
-            save_checkpoint(best_path, model, vocab, spec, training=training, metrics={"val_greedy": scores})
+            save_checkpoint(best_path, selected, vocab, spec, training=training, metrics={"val_greedy": scores})
         else:
             stale += 1
         print(format_row(row), flush=True)
@@ -231,6 +261,7 @@ def train_scst(config: ScstConfig) -> Path:
             best_score=best_score,
             stale=stale,
             history=history,
+            **({"average": average.state_dict()} if average is not None else {}),
         )
     return best_path
 
