@@ -27,6 +27,7 @@ DEMO_DIR = Path(__file__).parent / "demo"
 MAX_FILE_SIZE = "20mb"
 MAX_VIDEO_FRAMES = 1800  # frames decoded at most per clip (a minute at 30 fps)
 VIDEO_SEGMENTS = 4
+OVERLAY_SIZE = 256  # width of each attention heatmap picture
 _EXIF_IMAGE_UNIQUE_ID = 0xA420
 THEME = gr.themes.Soft(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
@@ -136,7 +137,9 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         if image is None or result is None:
             return []
         try:
-            return [(_own_copy(picture), label) for picture, label in attention_overlays(load_image(image), result)]
+            picture = load_image(image, min_size=OVERLAY_SIZE)
+            overlays = attention_overlays(picture, result, size=OVERLAY_SIZE)
+            return [(_own_copy(overlay), label) for overlay, label in overlays]
         except MediaError:
             return []
 

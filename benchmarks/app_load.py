@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.timing import Timing, measure
-
 __all__ = ["AppProcess"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,16 +68,14 @@ class AppProcess:
     def peak_rss_mb(self) -> float:
         return _rss_mb(self.process.pid, "VmHWM")
 
-    def round_trip(self, image: Path, *inputs: object, repeats: int) -> Timing:
-        """Time ``/caption`` on ``image``; ``inputs`` are the optional settings after the file."""
+    def caption(self, image: Path, *inputs: object) -> object:
+        """One ``/caption`` request on ``image``; ``inputs`` are the optional settings after the file."""
         from gradio_client import handle_file
 
-        return measure(
-            lambda: self.client.predict(handle_file(str(image)), *inputs, api_name="/caption"),
-            warmup=3,
-            repeats=repeats,
-        )
+        return self.client.predict(handle_file(str(image)), *inputs, api_name="/caption")
 
     def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        """Stop the app (a second call does nothing)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from captioner.batchnorm_folding import fold_batch_norms
 from captioner.captioner import Captioner
@@ -47,7 +48,7 @@ def transformer_captioners(image: Image.Image, *, max_new_tokens: int = 20) -> d
     )
 
     transformers.logging.set_verbosity_error()
-    pixels = torch.from_numpy(__import__("numpy").asarray(image.convert("RGB").resize((384, 384)))).permute(2, 0, 1)
+    pixels = v2.functional.pil_to_tensor(image.convert("RGB").resize((384, 384)))  # (3, H, W) uint8
     blip = BlipForConditionalGeneration(BlipConfig()).eval()
     blip_pixels = pixels[None].float() / 255
 

@@ -11,15 +11,18 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from benchmarks.references import resnet50_lstm, transformer_captioners
-from benchmarks.timing import measure
+from benchmarks.timing import measure, measure_interleaved
 from captioner import Captioner
+from captioner.media import load_image
 
 __all__ = ["main"]
 
@@ -63,73 +66,47 @@ def main(argv: list[str] | None = None) -> dict:
     one = transform(image)[None].contiguous(memory_format=torch.channels_last)
     many = transform(image)[None].repeat(args.batch, 1, 1, 1).contiguous(memory_format=torch.channels_last)
     photos = _photos(args.batch)
-    with torch.inference_mode():
-        record("encoder forward, batch 1", measure(lambda: encoder(one), repeats=args.repeats))
-        record(
-            f"encoder forward, batch {args.batch}",
-            measure(lambda: encoder(many), repeats=max(5, args.repeats // 5)),
-            images=args.batch,
-        )
-    record(
-        "caption greedy (file -> words)",
-        measure(lambda: captioner.caption(PHOTO, beam_size=1), repeats=args.repeats),
-    )
-    for beam in (3, 5):
-        record(
-            f"caption beam {beam}",
-            measure(lambda b=beam: captioner.caption(PHOTO, beam_size=b), repeats=args.repeats),
-        )
-    record(
-        f"caption_batch {args.batch} greedy",
-        measure(lambda: captioner.caption_batch(photos, beam_size=1), repeats=max(5, args.repeats // 5)),
-        images=args.batch,
-    )
-    clip = _clip(ROOT / "benchmarks" / ".clip16.mp4", 16)
+    scratch = tempfile.TemporaryDirectory(prefix="captioner-benchmark-")  # removed at exit, errors included
+    phone = _phone_photo(Path(scratch.name) / "phone.jpg")
+    reference = resnet50_lstm(captioner)
+
+    def bare_encoder(batch: torch.Tensor):
+        with torch.inference_mode():
+            return encoder(batch)
+
+    # Each group's rows are timed in alternation, so the ratios between them are fair.
+    single = {
+        "encoder forward, batch 1": lambda: bare_encoder(one),
+        "caption greedy (file -> words)": lambda: captioner.caption(PHOTO, beam_size=1),
+        "caption beam 3": lambda: captioner.caption(PHOTO, beam_size=3),
+        "caption beam 5": lambda: captioner.caption(PHOTO, beam_size=5),
+        "caption greedy, 12-megapixel phone JPEG": lambda: captioner.caption(phone, beam_size=1),
+        # the same with every pixel decoded first (what load_image's min_size saves)
+        "caption greedy, 12-megapixel phone JPEG decoded whole": lambda: captioner.caption(
+            load_image(phone), beam_size=1
+        ),
+        "reference: ResNet-50 + LSTM greedy": lambda: reference.caption(PHOTO, beam_size=1),
+    }
+    for name, timing in measure_interleaved(single, repeats=args.repeats).items():
+        record(name, timing)
+    batched = {
+        f"encoder forward, batch {args.batch}": lambda: bare_encoder(many),
+        f"caption_batch {args.batch} greedy": lambda: captioner.caption_batch(photos, beam_size=1),
+    }
+    for name, timing in measure_interleaved(batched, repeats=max(5, args.repeats // 5)).items():
+        record(name, timing, images=args.batch)
+    clip = _clip(Path(scratch.name) / "clip16.mp4", 16)
     record(
         "video clip, 16 frames, greedy",
         measure(lambda: captioner.caption_video(clip, num_frames=16, beam_size=1), repeats=max(5, args.repeats // 5)),
     )
-    clip.unlink()
-    reference = resnet50_lstm(captioner)
-    record(
-        "reference: ResNet-50 + LSTM greedy",
-        measure(lambda: reference.caption(PHOTO, beam_size=1), repeats=args.repeats),
-    )
+    scratch.cleanup()
     transformers_note = "skipped" if args.skip_transformers else "not installed"
     for name, run in ({} if args.skip_transformers else transformer_captioners(image)).items():
         transformers_note = "ran"
         record(f"reference: {name}", measure(run, warmup=1, repeats=5))
 
-    app = {}
-    if not args.skip_app:
-        from benchmarks.app_load import AppProcess
-
-        floor = AppProcess(threads=args.threads, script=ROOT / "benchmarks" / "noop_app.py")
-        try:
-            record("Gradio floor: no-op /caption, same upload", floor.round_trip(PHOTO, repeats=args.app_requests))
-        finally:
-            floor.close()
-        server = AppProcess(threads=args.threads)
-        try:
-            rss_start = server.rss_mb()
-            timing = server.round_trip(PHOTO, repeats=args.app_requests)
-            record("app round trip /caption, app's default decoding", timing)
-            greedy = server.round_trip(PHOTO, "greedy", repeats=args.app_requests // 2)
-            record("app round trip /caption, greedy", greedy)
-            done = 3 + args.app_requests + 3 + args.app_requests // 2  # warm-ups included
-            for photo in _photos(max(0, args.rss_requests - done)):
-                server.client.predict(__import__("gradio_client").handle_file(str(photo)), api_name="/caption")
-            app = {
-                "startup_s": round(server.startup_s, 1),
-                "rss_start_mb": round(rss_start, 1),
-                "rss_end_mb": round(server.rss_mb(), 1),
-                "peak_rss_mb": round(server.peak_rss_mb(), 1),
-                "requests": args.rss_requests,
-            }
-            print(f"app: {app}")
-        finally:
-            server.close()
-
+    app = {} if args.skip_app else _app_rows(args, record)
     ratios = _ratios(rows, args.batch)
     report = {
         "date": time.strftime("%Y-%m-%d"),
@@ -145,6 +122,50 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(report, indent=2))
     print("\n" + markdown(report))
     return report
+
+
+def _phone_photo(path: Path) -> Path:
+    """The demo photo as a 4000 x 3000 JPEG, the size a phone camera uploads."""
+    Image.open(PHOTO).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(path, quality=92)
+    return path
+
+
+def _app_rows(args: argparse.Namespace, record: Callable) -> dict:
+    """Round trips to the app and to a no-op Gradio app, alternated; then the app's memory."""
+    from gradio_client import handle_file
+
+    from benchmarks.app_load import AppProcess
+
+    floor = AppProcess(threads=args.threads, script=ROOT / "benchmarks" / "noop_app.py")
+    server = AppProcess(threads=args.threads)
+    try:
+        rss_start = server.rss_mb()
+        rounds = measure_interleaved(
+            {
+                "Gradio floor: no-op /caption, same upload": lambda: floor.caption(PHOTO),
+                "app round trip /caption, app's default decoding": lambda: server.caption(PHOTO),
+                "app round trip /caption, greedy": lambda: server.caption(PHOTO, "greedy"),
+            },
+            repeats=args.app_requests,
+        )
+        for name, timing in rounds.items():
+            record(name, timing)
+        floor.close()
+        done = 2 * (3 + args.app_requests)  # the app's requests so far, warm-ups included
+        for photo in _photos(max(0, args.rss_requests - done)):
+            server.client.predict(handle_file(str(photo)), api_name="/caption")
+        app = {
+            "startup_s": round(server.startup_s, 1),
+            "rss_start_mb": round(rss_start, 1),
+            "rss_end_mb": round(server.rss_mb(), 1),
+            "peak_rss_mb": round(server.peak_rss_mb(), 1),
+            "requests": max(args.rss_requests, done),
+        }
+        print(f"app: {app}")
+        return app
+    finally:
+        floor.close()
+        server.close()
 
 
 def _ratios(rows: dict, batch: int) -> dict[str, float]:

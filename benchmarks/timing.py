@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Timing", "measure"]
+__all__ = ["Timing", "measure", "measure_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,31 @@ class Timing:
 
 def measure(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 30) -> Timing:
     """Call ``fn`` ``warmup`` times, then time ``repeats`` calls."""
+    return measure_interleaved({"fn": fn}, warmup=warmup, repeats=repeats)["fn"]
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 30
+) -> dict[str, Timing]:
+    """Time several functions in alternation: each round calls every one once, in turn.
+
+    On a shared machine the load drifts over seconds; timing A's calls and then B's puts
+    them in different conditions, while alternating them gives both the same, so their
+    ratio is a fair comparison.
+    """
     for _ in range(warmup):
-        fn()
-    samples = []
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: _summary(times) for name, times in samples.items()}
+
+
+def _summary(samples: list[float]) -> Timing:
+    samples = sorted(samples)
     p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
-    return Timing(statistics.median(samples), p95, repeats)
+    return Timing(statistics.median(samples), p95, len(samples))

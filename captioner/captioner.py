@@ -130,7 +130,8 @@ class Captioner:
     @torch.inference_mode()
     def encode(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Preprocess and encode images into feature maps (B, C, H, W)."""
-        pictures = [self.transform(load_image(image)) for image in images]
+        size = self.checkpoint.encoder.decode_size
+        pictures = [self.transform(load_image(image, min_size=size)) for image in images]
         # the transform's output already lies channels-last in memory: copy each picture once
         # into a channels-last batch instead of stacking (NCHW) and converting (a second copy)
         batch = torch.empty((len(pictures), *pictures[0].shape), memory_format=torch.channels_last)

@@ -50,6 +50,11 @@ class EncoderSpec:
     interpolation: str = "bicubic"
     resize_size: int | None = None
 
+    @property
+    def decode_size(self) -> int:
+        """The fewest pixels per side the preprocessing needs (``load_image``'s ``min_size``)."""
+        return self.resize_size or self.image_size
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

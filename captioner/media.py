@@ -42,12 +42,15 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def load_image(source: ImageSource) -> Image.Image:
+def load_image(source: ImageSource, *, min_size: int | None = None) -> Image.Image:
     """Open ``source`` (path, bytes, PIL image or HxW[xC] array) as an upright RGB image.
 
     EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images are
     converted to RGB (alpha composited on white); animated images give their first frame.
-    Pillow's decompression-bomb limit is kept.
+    Pillow's decompression-bomb limit is kept. With ``min_size``, a JPEG file is decoded at
+    the smallest scale its codec offers (1/2, 1/4 or 1/8) that keeps both sides at least
+    ``min_size`` pixels: a 12-megapixel phone photo decodes several times faster, and
+    pictures less than twice that size are decoded whole.
 
     Raises:
         MediaError: the input is missing, not an image, truncated or too large.
@@ -57,23 +60,25 @@ def load_image(source: ImageSource) -> Image.Image:
     elif isinstance(source, np.ndarray):
         image = _array_to_image(source)
     elif isinstance(source, bytes):
-        image = _open(io.BytesIO(source), "the uploaded data")
+        image = _open(io.BytesIO(source), "the uploaded data", min_size)
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise MediaError("no such file")
         if path.stat().st_size == 0:
             raise MediaError("the file is empty")
-        image = _open(path, path.name)
+        image = _open(path, path.name, min_size)
     else:
         raise MediaError(f"cannot read an image from a {type(source).__name__}")
     return _to_rgb(image)
 
 
-def _open(file: io.BytesIO | Path, label: str) -> Image.Image:
+def _open(file: io.BytesIO | Path, label: str, min_size: int | None = None) -> Image.Image:
     try:
         image = Image.open(file)
         image.seek(0)
+        if min_size and image.format == "JPEG":
+            image.draft(None, (min_size, min_size))  # DCT-domain downscaling, before decoding
         image.load()
     except Image.DecompressionBombError as error:
         raise MediaError(f"the image is too large to process ({error})") from error

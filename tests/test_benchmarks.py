@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 from benchmarks import decoder_precision, run
+from benchmarks.timing import measure_interleaved
 
 
 def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     out = tmp_path / "results.json"
     report = run.main(
-        ["--threads", "2", "--repeats", "3", "--batch", "4", "--skip-app", "--skip-transformers", "--out", str(out)]
+        [
+            *("--threads", "2", "--repeats", "3", "--batch", "4", "--skip-transformers", "--out", str(out)),
+            *("--app-requests", "2", "--rss-requests", "0"),  # the app and the no-op floor, alternated
+        ]
     )
     assert json.loads(out.read_text()) == report
     rows = report["rows"]
@@ -20,13 +24,20 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
         "caption greedy (file -> words)",
         "caption beam 3",
         "caption beam 5",
+        "caption greedy, 12-megapixel phone JPEG",
+        "caption greedy, 12-megapixel phone JPEG decoded whole",
         "caption_batch 4 greedy",
         "video clip, 16 frames, greedy",
         "reference: ResNet-50 + LSTM greedy",
+        "Gradio floor: no-op /caption, same upload",
+        "app round trip /caption, app's default decoding",
+        "app round trip /caption, greedy",
     }
     assert set(rows) == expected
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows.values())
-    assert len(report["ratios"]) == 4 and all(v > 0 for v in report["ratios"].values())
+    assert len(report["ratios"]) == 5 and all(v > 0 for v in report["ratios"].values())
+    assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, default and greedy
+    assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"
     table = run.markdown(report)
     assert all(f"| {name} |" in table for name in expected)
@@ -48,3 +59,11 @@ def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, 
     )
     assert rows["fp16"]["metrics"] == rows["fp32"]["metrics"]
     assert "| fp16 | 8/8 |" in decoder_precision.markdown(report)
+
+
+def test_interleaved_timing_alternates_the_functions_round_by_round():
+    calls: list[str] = []
+    timings = measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
+    assert list(timings) == ["a", "b"]
+    assert all(t.repeats == 3 and t.p95_ms >= t.median_ms >= 0 for t in timings.values())

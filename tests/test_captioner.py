@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from media_helpers import mentions_dog, write_clip
 from PIL import Image
 
 from captioner import Captioner, MediaError
+from training.feature_cache import _ImageFolder
 
 
 def test_shipped_checkpoint_sees_the_dog(shipped: Captioner, dog_photo):
@@ -15,6 +17,19 @@ def test_shipped_checkpoint_sees_the_dog(shipped: Captioner, dog_photo):
     assert mentions_dog(result.caption)
     assert result.finished
     assert [s.word for s in result.steps] == result.caption.split()
+
+
+def test_phone_sized_jpeg_is_captioned_from_a_reduced_decode_like_training_sees_it(
+    shipped: Captioner, dog_photo, tmp_path
+):
+    big = tmp_path / "phone.jpg"
+    Image.open(dog_photo).resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=92)
+    assert mentions_dog(shipped.caption(big).caption)
+    # training's feature extraction decodes the same reduced picture, so features match
+    picture = _ImageFolder([big], shipped.checkpoint.encoder)[0]
+    with torch.inference_mode():
+        from_training = shipped.encoder(picture[None].contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(shipped.encode([big]), from_training, atol=1e-5)
 
 
 def test_shipped_checkpoint_is_self_describing(shipped: Captioner):

@@ -83,3 +83,33 @@ def test_broken_videos_give_clear_errors(tmp_path, dog_photo):
         read_video_frames(tmp_path / "junk.mp4")
     with pytest.raises(MediaError, match="no such file"):
         read_video_frames(tmp_path / "missing.mp4")
+
+
+def _jpeg(tmp_path, size: tuple[int, int], name: str = "photo.jpg"):
+    path = tmp_path / name
+    _photo().resize(size).save(path, quality=90)
+    return path
+
+
+def test_large_jpeg_decodes_at_a_reduced_scale_that_keeps_min_size(tmp_path):
+    path = _jpeg(tmp_path, (2000, 1500))
+    reduced = load_image(path, min_size=224)
+    assert min(reduced.size) >= 224 and reduced.size == (500, 375)  # 1/4: 1/8 would be 250 x 188
+    assert load_image(path).size == (2000, 1500)  # without min_size: every pixel
+    assert load_image(path.read_bytes(), min_size=224).size == (500, 375)  # uploads as bytes too
+
+
+def test_min_size_leaves_small_jpegs_and_other_formats_whole(tmp_path):
+    assert load_image(_jpeg(tmp_path, (500, 375)), min_size=224).size == (500, 375)  # Flickr-sized: not 2x
+    png = tmp_path / "photo.png"
+    _photo().resize((2000, 1500)).save(png)
+    assert load_image(png, min_size=224).size == (2000, 1500)  # only JPEG's codec can scale while decoding
+
+
+def test_reduced_jpeg_keeps_exif_orientation(tmp_path):
+    image = _photo().resize((2000, 1000))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert load_image(path, min_size=224).size == (250, 500)  # 1/4 scale, then upright

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioner.encoders import ImageEncoder
+from captioner.encoders import EncoderSpec, ImageEncoder
 from captioner.media import load_image
 
 __all__ = ["FeatureCache", "extract_features", "open_cache"]
@@ -52,14 +52,16 @@ class FeatureCache:
 
 
 class _ImageFolder(Dataset):
-    def __init__(self, paths: Sequence[Path], transform) -> None:
-        self.paths, self.transform = list(paths), transform
+    """Image files preprocessed exactly as ``Captioner.encode`` does for ``spec``."""
+
+    def __init__(self, paths: Sequence[Path], spec: EncoderSpec) -> None:
+        self.paths, self.transform, self.decode_size = list(paths), spec.transform(), spec.decode_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[index]))
+        return self.transform(load_image(self.paths[index], min_size=self.decode_size))
 
 
 def open_cache(cache_dir: Path, encoder_spec: dict, names: Sequence[str]) -> FeatureCache | None:
@@ -72,7 +74,8 @@ def open_cache(cache_dir: Path, encoder_spec: dict, names: Sequence[str]) -> Fea
         return None
     if meta.get("names") != list(names):
         return None
-    features = np.load(cache_dir / _ARRAY, mmap_mode="r")
+    # copy-on-write: tensors can view the file without copying it, and the file is never written
+    features = np.load(cache_dir / _ARRAY, mmap_mode="c")
     if features.shape[0] != len(names):
         return None
     return FeatureCache(features, list(names))
@@ -113,7 +116,7 @@ def extract_features(
     array = np.load(cache_dir / _ARRAY, mmap_mode="r+")
     mine = list(range(rank, len(paths), world_size))
     loader = DataLoader(
-        _ImageFolder([paths[i] for i in mine], encoder.spec.transform()),
+        _ImageFolder([paths[i] for i in mine], encoder.spec),
         batch_size=batch_size,
         num_workers=num_workers,
         generator=torch.Generator(),  # leaves the global random state alone
