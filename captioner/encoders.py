@@ -20,10 +20,12 @@ from torch import nn
 from torchvision.transforms import v2
 
 from captioner.batchnorm_folding import fold_batch_norms
+from captioner.media import ImageSource, load_image
 
 __all__ = [
     "EncoderSpec",
     "ImageEncoder",
+    "ImagePreprocessor",
     "ScaleAndNormalise",
     "available_encoders",
     "build_encoder",
@@ -75,6 +77,21 @@ class EncoderSpec:
                 v2.CenterCrop(self.image_size),
             ]
         return v2.Compose([v2.ToImage(), *resize, ScaleAndNormalise(self.mean, self.std)])
+
+
+class ImagePreprocessor:
+    """Image source -> the encoder's input (C, H, W), decoded no larger than the spec needs.
+
+    The one preprocessing of :meth:`Captioner.encode` and training's feature extraction, so
+    both see the same pixels (a plain class: DataLoader workers pickle it).
+    """
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        self.transform = spec.transform()
+        self.min_size = spec.decode_size
+
+    def __call__(self, source: ImageSource) -> torch.Tensor:
+        return self.transform(load_image(source, min_size=self.min_size))
 
 
 class ScaleAndNormalise(nn.Module):

@@ -17,8 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioner.encoders import EncoderSpec, ImageEncoder
-from captioner.media import load_image
+from captioner.encoders import EncoderSpec, ImageEncoder, ImagePreprocessor
 
 __all__ = ["FeatureCache", "extract_features", "open_cache"]
 
@@ -55,13 +54,13 @@ class _ImageFolder(Dataset):
     """Image files preprocessed exactly as ``Captioner.encode`` does for ``spec``."""
 
     def __init__(self, paths: Sequence[Path], spec: EncoderSpec) -> None:
-        self.paths, self.transform, self.decode_size = list(paths), spec.transform(), spec.decode_size
+        self.paths, self.preprocess = list(paths), ImagePreprocessor(spec)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[index], min_size=self.decode_size))
+        return self.preprocess(self.paths[index])
 
 
 def open_cache(cache_dir: Path, encoder_spec: dict, names: Sequence[str]) -> FeatureCache | None:
