@@ -10,6 +10,8 @@ from gradio_client import Client, handle_file
 from media_helpers import mentions_dog, write_clip
 from PIL import Image
 
+from benchmarks.app_load import loopback_client
+
 
 @pytest.fixture(scope="module")
 def client():
@@ -41,6 +43,15 @@ def test_caption_with_only_the_file(client, dog_photo):
     assert [item["token"].strip() for item in coloured] == caption.split()
     _check_step_table(table, k=5)
     assert [row[1] for row in table["data"]] == caption.split()
+
+
+def test_a_client_sharing_one_ssl_context_gets_the_same_answer(client, dog_photo):
+    """The benchmarks' client (benchmarks.app_load.loopback_client) changes set-up cost, not results."""
+    fast = loopback_client(client.src)
+    assert (
+        fast.predict(handle_file(str(dog_photo)), api_name="/caption")[:3]
+        == client.predict(handle_file(str(dog_photo)), api_name="/caption")[:3]
+    )
 
 
 def test_attention_heatmaps_follow_the_caption(client, dog_photo):

@@ -31,12 +31,13 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
         "reference: ResNet-50 + LSTM greedy",
         "Gradio floor: no-op /caption, same upload",
         "app round trip /caption, app's default decoding",
-        "app round trip /caption, greedy",
+        "Gradio floor, client with one SSL context",
+        "app round trip, client with one SSL context",
     }
     assert set(rows) == expected
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows.values())
-    assert len(report["ratios"]) == 5 and all(v > 0 for v in report["ratios"].values())
-    assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, default and greedy
+    assert len(report["ratios"]) == 7 and all(v > 0 for v in report["ratios"].values())
+    assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, both clients
     assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"
     table = run.markdown(report)

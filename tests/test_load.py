@@ -7,10 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from media_helpers import write_clip
 
-from benchmarks.app_load import AppProcess
+from benchmarks.app_load import AppProcess, loopback_client
 
 CLIENTS, REQUESTS = 16, 25
 
@@ -36,7 +36,7 @@ def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
 
         def client_session(number: int) -> list[tuple[str, str, float]]:
             # captions only: output images are not fetched (see README, Robustness)
-            client = Client(server.url, verbose=False, download_files=False)
+            client = loopback_client(server.url, download_files=False)
             results = []
             for request in range(REQUESTS):
                 path = paths[(number + request) % len(paths)]
