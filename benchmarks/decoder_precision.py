@@ -7,7 +7,7 @@ decoding and the decoder in fp32, fp16 (the default: for attention models the fu
 fp16 as plain module-by-module dynamic quantisation (the reference the fused decoder must
 match) and int8 (see :mod:`captioner.precision`), and reports, against fp32: how many
 captions are identical, BLEU-1..4/METEOR/ROUGE-L/CIDEr of each, and the median time to
-decode one image (batch 1). Writes the report as JSON.
+decode one image (batch 1; the decoders timed in alternation). Writes the report as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from benchmarks.timing import measure
+from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 from captioner.precision import DECODER_PRECISIONS, dynamically_quantised
 from training.datasets import SPLITS, load_corpus
@@ -54,17 +54,24 @@ def main(argv: list[str] | None = None) -> dict:
     captions: dict[str, list[str]] = {}
     scores: dict[tuple[str, ...], dict[str, float]] = {}  # the same captions score the same: score once
     unfused = "fp16, unfused (torch.ao dynamic quantisation)"
+    captioners = {}
     for precision in (*DECODER_PRECISIONS, unfused):
         if precision == unfused:
-            captioner = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
-            captioner.model = dynamically_quantised(reference.checkpoint.model, "fp16")
+            captioners[precision] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
+            captioners[precision].model = dynamically_quantised(reference.checkpoint.model, "fp16")
         else:
-            captioner = Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
+            captioners[precision] = Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
+    first = features[:1].clone()  # one image's features, in a buffer of their own
+    timings = measure_interleaved(
+        {name: lambda c=captioner: c.caption_features(first) for name, captioner in captioners.items()},
+        repeats=args.repeats,
+    )
+    for precision, captioner in captioners.items():
         results = [
             r for start in range(0, len(images), 250) for r in captioner.caption_features(features[start : start + 250])
         ]
         captions[precision] = [r.caption for r in results]
-        timing = measure(lambda c=captioner: c.caption_features(features[:1]), repeats=args.repeats)
+        timing = timings[precision]
         predictions = {image.name: caption for image, caption in zip(images, captions[precision])}
         key = tuple(captions[precision])
         if key not in scores:

@@ -16,6 +16,10 @@ class Timing:
     p95_ms: float
     repeats: int
 
+    def per_call(self, calls: int) -> Timing:
+        """The timing of a function that made ``calls`` calls, per call."""
+        return Timing(self.median_ms / calls, self.p95_ms / calls, self.repeats * calls)
+
     def to_dict(self) -> dict[str, float]:
         return {
             "median_ms": round(self.median_ms, 2),

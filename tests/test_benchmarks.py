@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from benchmarks import decoder_precision, run
-from benchmarks.timing import measure_interleaved
+from benchmarks.timing import Timing, measure_interleaved
 
 
 def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
@@ -68,3 +68,8 @@ def test_interleaved_timing_alternates_the_functions_round_by_round():
     assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
     assert list(timings) == ["a", "b"]
     assert all(t.repeats == 3 and t.p95_ms >= t.median_ms >= 0 for t in timings.values())
+
+
+def test_per_call_timing_divides_a_timed_group_of_calls():
+    group = Timing(median_ms=50.0, p95_ms=80.0, repeats=7)
+    assert group.per_call(5) == Timing(median_ms=10.0, p95_ms=16.0, repeats=35)
