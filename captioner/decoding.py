@@ -71,13 +71,18 @@ class _WordDistribution:
         self.device = device
         self.mask: torch.Tensor | None = None  # (V,), made at the first step, when V is known
 
+    def mask_for(self, vocab_size: int) -> torch.Tensor | None:
+        """The additive mask (V,), or None when nothing is suppressed."""
+        if self.suppress_ids and self.mask is None:
+            self.mask = torch.zeros(vocab_size, device=self.device)
+            self.mask[list(self.suppress_ids)] = float("-inf")
+        return self.mask
+
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if self.suppress_ids:
-            if self.mask is None:
-                self.mask = torch.zeros(logits.shape[-1], device=self.device)
-                self.mask[list(self.suppress_ids)] = float("-inf")
-            logits = torch.add(self.mask, logits, alpha=self.scale)
+        mask = self.mask_for(logits.shape[-1])
+        if mask is not None:
+            logits = torch.add(mask, logits, alpha=self.scale)
         elif self.scale != 1.0:
             logits = logits * self.scale
         return torch.log_softmax(logits, dim=-1)
@@ -95,9 +100,25 @@ def greedy_decode(
     temperature: float = 1.0,
     suppress_ids: tuple[int, ...] = (),
 ) -> list[Decoded]:
-    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens."""
+    """Most probable word at every step, for a batch of images; at most ``max_length`` tokens.
+
+    A model with a compiled greedy loop of its own (``greedy_records``, see
+    :class:`~captioner.fused_attention.FusedAttentionDecoder`) runs that instead of the Python loop.
+    """
 
     distribution = _WordDistribution(temperature, suppress_ids, features.device)
+    compiled_loop = getattr(model, "greedy_records", None)
+    if compiled_loop is not None:
+        records = compiled_loop(
+            features,
+            mask=distribution.mask_for(model.vocab_size),
+            scale=distribution.scale,
+            start_id=start_id,
+            end_id=end_id,
+            max_length=max_length,
+            top_k=top_k,
+        )
+        return _decoded(records, features.shape[0], end_id)
 
     def most_probable(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
         return distribution(logits), None  # the top-1 word is taken
@@ -144,8 +165,14 @@ def _decode_batch(
         if still_going < len(tokens):  # drop the finished captions from the batch
             keep = going.nonzero().squeeze(1)
             rows, tokens, state = rows[keep], tokens[keep], model.select_state(state, keep)
-    steps: list[list[Step]] = [[] for _ in range(features.shape[0])]
-    log_probs = [0.0] * features.shape[0]
+    return _decoded(records, features.shape[0], end_id)
+
+
+def _decoded(records: list, batch_size: int, end_id: int) -> list[Decoded]:
+    """The captions of a batch from per-step records (rows, top log-probs, top ids, tokens,
+    chosen log-probs, attention or None), built into Python objects once, at the end."""
+    steps: list[list[Step]] = [[] for _ in range(batch_size)]
+    log_probs = [0.0] * batch_size
     for row_ids, top_log_p, top_ids, chosen, chosen_log_p, weights in records:
         attention = weights.tolist() if weights is not None else [None] * len(chosen)
         for row, token, prob, lp, ids, probs, attends in zip(

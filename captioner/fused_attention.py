@@ -20,15 +20,19 @@ fp16 products a word:
 * the context as a matrix product instead of a broadcast multiply and sum.
 
 Weights are stored in fp16 and multiplied in fp32 (fbgemm's fp16 GEMM, as in
-``torch.ao`` dynamic quantisation). Inference only: it has no gradients and no dropout.
+``torch.ao`` dynamic quantisation). The step and a greedy loop over it run as TorchScript
+(:mod:`captioner.fused_kernels`). Inference only: it has no gradients and no dropout.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from captioner.attention import AttentionCaptionModel
+from captioner.fused_kernels import Record, Weights, fused_greedy, fused_step, scripted
 
 __all__ = ["FusedAttentionDecoder", "FusedState"]
 
@@ -80,6 +84,8 @@ class FusedAttentionDecoder(nn.Module):
             torch.cat([model.head.weight, hidden_weight]), torch.cat([model.head.bias, hidden_bias])
         )
         self._from_context = _pack(context_weights, None)
+        self._sizes = [self.attention_dim, self.embed_dim, self.vocab_size]
+        self._step, self._greedy = scripted(fused_step), scripted(fused_greedy)
         self.requires_grad_(False)
         self.eval()
 
@@ -98,21 +104,22 @@ class FusedAttentionDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, state: FusedState) -> tuple[torch.Tensor, FusedState]:
         """One word: tokens (B,) -> logits (B, V); the new state carries this step's attention (B, L)."""
         h, c, locations, keys, _, from_h = state
-        hidden = h.shape[1]
-        query, gate, gates = from_h.split([self.attention_dim, self.embed_dim, 4 * hidden], dim=1)
-        scores = (keys + query[:, None]).sigmoid_() @ self.score_weight  # (B, L), up to a constant
-        weights = scores.softmax(dim=-1)
-        if locations.shape[0] == 1:  # one image shared by every row (beam search)
-            mixed = weights @ locations[0]
-        else:
-            mixed = torch.bmm(weights[:, None], locations).squeeze(1)
-        context = gate.sigmoid().mul_(mixed)  # (B, E)
-        gates = _linear(context, self._from_context).add_(gates).add_(self.word_gates.index_select(0, tokens))
-        in_gate, forget_gate, out_gate = gates[:, : 3 * hidden].sigmoid().chunk(3, dim=1)
-        c = torch.addcmul(forget_gate * c, in_gate, gates[:, 3 * hidden :].tanh())
-        h = out_gate * c.tanh()
-        logits, from_h = _linear(h, self._from_new_hidden).split([self.vocab_size, from_h.shape[1]], dim=1)
+        logits, weights, (h, c, locations, keys, from_h) = self._step(
+            tokens, (h, c, locations, keys, from_h), self._weights
+        )
         return logits, (h, c, locations, keys, weights, from_h)
+
+    def greedy_records(self, features: torch.Tensor, **options: Any) -> list[Record]:
+        """Greedy decoding in one TorchScript call: the per-step records of
+        :func:`captioner.decoding.greedy_decode`, the same as its Python loop over :meth:`step`.
+        ``options``: ``mask``, ``scale``, ``start_id``, ``end_id``, ``max_length``, ``top_k`` of
+        :func:`~captioner.fused_kernels.fused_greedy`."""
+        h, c, locations, keys, _, from_h = self.init_state(features)
+        return self._greedy((h, c, locations, keys, from_h), self._weights, **options)
+
+    @property
+    def _weights(self) -> Weights:
+        return self.word_gates, self.score_weight, self._from_context, self._from_new_hidden, self._sizes
 
     @staticmethod
     def select_state(state: FusedState, indices: torch.Tensor) -> FusedState:

@@ -56,3 +56,44 @@ def test_fused_decoder_leaves_the_model_alone_and_has_no_gradients(attention_mod
     fused = FusedAttentionDecoder(attention_model)
     assert all(torch.equal(before[k], v) for k, v in attention_model.state_dict().items())
     assert not any(p.requires_grad for p in fused.parameters()) and not fused.training
+
+
+class _StepsOnly:
+    """The fused decoder seen through ``StepModel`` alone, so greedy decoding runs its Python loop."""
+
+    def __init__(self, fused: FusedAttentionDecoder) -> None:
+        self.init_state, self.step, self.select_state = fused.init_state, fused.step, fused.select_state
+        self.attention_weights = fused.attention_weights
+
+
+@pytest.mark.parametrize("images", [1, 5])
+def test_compiled_greedy_loop_gives_exactly_what_the_python_loop_gives(half_rounded, small_vocab, images):
+    fused = FusedAttentionDecoder(half_rounded)
+    torch.manual_seed(images)
+    maps = torch.randn(images, 16, 3, 3)
+    ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 9, "top_k": 3}
+    for options in ({}, {"temperature": 1.7, "suppress_ids": small_vocab.never_generated_ids}):
+        compiled = greedy_decode(fused, maps, **ids, **options)
+        python_loop = greedy_decode(_StepsOnly(fused), maps, **ids, **options)
+        assert compiled == python_loop  # tokens, probabilities, top-k and attention, bit for bit
+    lengths = {len(d.steps) for d in compiled}
+    records = fused.greedy_records(maps, mask=None, scale=1.0, **ids)  # what greedy_decode ran above
+    assert len(records) == max(lengths) and records[0][2].shape == (images, 3)
+    assert images == 1 or len(lengths) > 1, "the batch should exercise dropping finished captions"
+
+
+def test_decoder_runs_in_python_where_torchscript_cannot_compile(half_rounded, small_vocab, monkeypatch):
+    compiled = FusedAttentionDecoder(half_rounded)
+    assert isinstance(compiled._greedy, torch.jit.ScriptFunction)
+
+    def no_sources(function):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(torch.jit, "script", no_sources)
+    with pytest.warns(UserWarning, match="runs in Python"):
+        in_python = FusedAttentionDecoder(half_rounded)
+    assert not isinstance(in_python._greedy, torch.jit.ScriptFunction)
+    maps = torch.randn(3, 16, 3, 3)
+    ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 7}
+    for decode, options in ((greedy_decode, {}), (beam_search, {"beam_size": 2})):
+        assert decode(in_python, maps, **ids, **options) == decode(compiled, maps, **ids, **options)
