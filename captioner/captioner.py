@@ -106,6 +106,7 @@ class Captioner:
         self.model = with_precision(checkpoint.model.eval(), decoder_precision)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
+        self.encoder.trace_for_inference()
         self.preprocess = ImagePreprocessor(encoder.spec)
         self.transform = self.preprocess.transform  # decoded image -> tensor (the benchmarks time it alone)
 

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from captioner.attention import AttentionCaptionModel
-from captioner.fused_kernels import Record, Weights, fused_greedy, fused_step, scripted
+from captioner.fused_kernels import Record, Weights, fused_greedy, fused_step
+from captioner.torchscript import scripted
 
 __all__ = ["FusedAttentionDecoder", "FusedState"]
 

@@ -9,26 +9,22 @@ finished captions) never return to Python, which makes greedy decoding about thr
 faster. Nothing is fused or reordered (PyTorch does not fuse on the CPU by default), so the
 numbers are exactly those of eager mode.
 
-``torch.jit.script`` is deprecated in favour of ``torch.compile``, which needs a C++ compiler
-and compiles at every start; :func:`scripted` silences only that deprecation warning, and
-falls back to running the same functions in Python where TorchScript cannot compile them.
+:func:`captioner.torchscript.scripted` compiles them (and runs them in Python where TorchScript
+cannot compile them).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-
 import torch
 
-__all__ = ["Record", "State", "Weights", "fused_greedy", "fused_step", "scripted"]
+__all__ = ["Record", "State", "Weights", "fused_greedy", "fused_step"]
 
 # per step: (rows, top log-probs, top ids, chosen tokens, chosen log-probs, attention weights)
 Record = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-# (the words' LSTM gate table, doubled score weight, packed context product, packed product of the
-#  new h, [attention dim, embedding dim, vocabulary size]): see captioner.fused_attention
 # (h, c, projected map (B, L, E), doubled attention keys (B, L, A), the next step's projection of h)
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (the words' LSTM gate table, doubled score weight, packed context product, packed product of the
+#  new h, [attention dim, embedding dim, vocabulary size]): see captioner.fused_attention
 Weights = tuple[
     torch.Tensor,
     torch.Tensor,
@@ -36,18 +32,6 @@ Weights = tuple[
     torch.classes.quantized.LinearPackedParamsBase,
     list[int],
 ]
-
-
-def scripted(function: Callable) -> Callable:
-    """``torch.jit.script(function)`` without the deprecation warning; the plain Python function
-    (same results, slower) where TorchScript cannot compile it, e.g. without the ``.py`` sources."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
-        try:
-            return torch.jit.script(function)
-        except (OSError, RuntimeError) as error:  # OSError: no source; RuntimeError: TorchScript's own errors
-            warnings.warn(f"{function.__name__} runs in Python, not TorchScript ({error})", stacklevel=2)
-            return function
 
 
 def fused_step(tokens: torch.Tensor, state: State, weights: Weights) -> tuple[torch.Tensor, torch.Tensor, State]:

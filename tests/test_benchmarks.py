@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import decoder_precision, run
+from benchmarks import breakdown, decoder_precision, run
 from benchmarks.timing import Timing, measure_interleaved
 
 
@@ -73,3 +73,17 @@ def test_interleaved_timing_alternates_the_functions_round_by_round():
 def test_per_call_timing_divides_a_timed_group_of_calls():
     group = Timing(median_ms=50.0, p95_ms=80.0, repeats=7)
     assert group.per_call(5) == Timing(median_ms=10.0, p95_ms=16.0, repeats=35)
+
+
+def test_breakdown_times_each_stage_of_a_caption(tmp_path):
+    out = tmp_path / "breakdown.json"
+    rows = breakdown.main(["--threads", "2", "--repeats", "3", "--out", str(out)])
+    assert json.loads(out.read_text()) == rows
+    assert list(rows) == [
+        "preprocess (JPEG file -> input tensor)",
+        "encoder, batch 1",
+        "decode greedy (features -> words)",
+        "decode beam 5",
+        "caption greedy, end to end",
+    ]
+    assert all(r["repeats"] == 3 and r["p95_ms"] >= r["median_ms"] > 0 for r in rows.values())

@@ -85,3 +85,20 @@ def test_scale_and_normalise_equals_torchvision_to_dtype_and_normalize():
     assert torch.allclose(ScaleAndNormalise(mean, std)(image), expected, atol=1e-5)
     with pytest.raises(TypeError, match="uint8"):
         ScaleAndNormalise(mean, std)(image.float())
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "torchvision:resnet18"])
+def test_traced_encoder_gives_the_same_map_and_other_sizes_run_the_module(name):
+    encoder = build_encoder(name, pretrained=False).to(memory_format=torch.channels_last)
+    size = encoder.spec.image_size
+    images = torch.randn(3, 3, size, size).contiguous(memory_format=torch.channels_last)
+    larger = torch.randn(2, 3, size + 31, size + 31).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager, eager_larger = encoder(images), encoder(larger)
+        encoder.trace_for_inference()
+        assert isinstance(encoder._trace[1], torch.jit.ScriptModule)
+        assert torch.equal(encoder(images), eager)  # traced at batch 1, used at any batch size
+        assert encoder(images).is_contiguous(memory_format=torch.channels_last)
+        encoder._trace = (encoder._trace[0], nn.Identity())  # which one runs, for which size?
+        assert encoder(images).shape[1] == 3  # the trace's size: the trace
+        assert torch.equal(encoder(larger), eager_larger)  # another size: the module itself

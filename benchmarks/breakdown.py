@@ -1,0 +1,66 @@
+"""Where one caption's time goes, in process: preprocessing, encoder, decoding, end to end.
+
+    python -m benchmarks.breakdown --threads 2
+
+Times, in alternation, on the demo photo and the shipped checkpoint: decoding the JPEG into
+the encoder's input, the encoder at batch 1, decoding words from the encoder's features
+(greedy and beam 5, glue and attention keys included), and ``Captioner.caption`` end to end.
+To compare two commits, run it in a checkout of each, one after the other, a few times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from benchmarks.timing import measure_interleaved
+from captioner import Captioner
+
+__all__ = ["main"]
+
+PHOTO = Path(__file__).resolve().parent.parent / "demo" / "flickr8k_dogs.jpg"
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    captioner = Captioner.load(args.checkpoint)
+    picture = captioner.preprocess(PHOTO)[None].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        features = captioner.encoder(picture)
+
+    @torch.inference_mode()
+    def encode() -> torch.Tensor:
+        return captioner.encoder(picture)
+
+    timings = measure_interleaved(
+        {
+            "preprocess (JPEG file -> input tensor)": lambda: captioner.preprocess(PHOTO),
+            "encoder, batch 1": encode,
+            "decode greedy (features -> words)": lambda: captioner.caption_features(features, beam_size=1),
+            "decode beam 5": lambda: captioner.caption_features(features, beam_size=5),
+            "caption greedy, end to end": lambda: captioner.caption(PHOTO, beam_size=1),
+        },
+        warmup=10,
+        repeats=args.repeats,
+    )
+    rows = {name: timing.to_dict() for name, timing in timings.items()}
+    words = len(captioner.caption_features(features, beam_size=1)[0].steps)
+    print(f"| {PHOTO.name}, {words} words, {args.threads} threads | median ms | p95 ms |\n|---|---:|---:|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['median_ms']:.2f} | {row['p95_ms']:.2f} |")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
