@@ -99,6 +99,12 @@ def test_traced_encoder_gives_the_same_map_and_other_sizes_run_the_module(name):
         assert isinstance(encoder._trace[1], torch.jit.ScriptModule)
         assert torch.equal(encoder(images), eager)  # traced at batch 1, used at any batch size
         assert encoder(images).is_contiguous(memory_format=torch.channels_last)
+        trace = encoder._trace[1]
+        encoder.trace_for_inference()  # as each Captioner sharing this encoder does
+        assert encoder._trace[1] is trace  # same device and memory format: not traced again
+        encoder.to(memory_format=torch.contiguous_format).trace_for_inference()  # another layout: traced again
+        assert encoder._trace[1] is not trace
+        assert torch.equal(encoder(images.contiguous()), encoder.backbone(images.contiguous()))
         encoder._trace = (encoder._trace[0], nn.Identity())  # which one runs, for which size?
         assert encoder(images).shape[1] == 3  # the trace's size: the trace
         assert torch.equal(encoder(larger), eager_larger)  # another size: the module itself
