@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.run import PHOTO
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 
 __all__ = ["main"]
-
-PHOTO = Path(__file__).resolve().parent.parent / "demo" / "flickr8k_dogs.jpg"
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
