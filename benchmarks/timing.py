@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -36,18 +37,25 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 30) -> 
 def measure_interleaved(
     fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 30
 ) -> dict[str, Timing]:
-    """Time several functions in alternation: each round calls every one once, in turn.
+    """Time several functions in alternation: each round calls every one once, in an order
+    shuffled round by round (seeded, so a run is repeatable).
 
     On a shared machine the load drifts over seconds; timing A's calls and then B's puts
     them in different conditions, while alternating them gives both the same, so their
-    ratio is a fair comparison.
+    ratio is a fair comparison. The shuffle keeps a fixed order from biasing it: in
+    ``A, B, C, A, B, C, ...`` A always runs right after C, on the caches C left behind
+    (cold ones, after a large reference model), and B always on A's.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    order = random.Random(0)
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        for name, fn in fns.items():
+        order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             start = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - start) * 1000)

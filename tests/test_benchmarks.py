@@ -29,6 +29,7 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
         "caption_batch 4 greedy",
         "video clip, 16 frames, greedy",
         "reference: ResNet-50 + LSTM greedy",
+        "caption greedy, in turn with the ResNet-50 reference",
         "Gradio floor: no-op /caption, same upload",
         "app round trip /caption, app's default decoding",
         "Gradio floor, client with one SSL context",
@@ -62,12 +63,20 @@ def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, 
     assert "| fp16 | 8/8 |" in decoder_precision.markdown(report)
 
 
-def test_interleaved_timing_alternates_the_functions_round_by_round():
+def test_interleaved_timing_calls_each_function_once_a_round_in_shuffled_orders():
     calls: list[str] = []
-    timings = measure_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3)
-    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
-    assert list(timings) == ["a", "b"]
-    assert all(t.repeats == 3 and t.p95_ms >= t.median_ms >= 0 for t in timings.values())
+    names = ["a", "b", "c"]
+    timings = measure_interleaved({n: lambda n=n: calls.append(n) for n in names}, warmup=1, repeats=30)
+    rounds = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert len(rounds) == 31 and rounds[0] == names  # one warm-up round in order, then 30 timed rounds
+    assert all(sorted(r) == names for r in rounds)  # each function once a round
+    # no function always runs right after the same one: every ordered pair occurs within a round
+    assert {(r[i], r[i + 1]) for r in rounds[1:] for i in range(2)} == {(x, y) for x in names for y in names if x != y}
+    assert list(timings) == names
+    assert all(t.repeats == 30 and t.p95_ms >= t.median_ms >= 0 for t in timings.values())
+    again: list[str] = []
+    measure_interleaved({n: lambda n=n: again.append(n) for n in names}, warmup=1, repeats=30)
+    assert again == calls  # seeded: the same orders every run
 
 
 def test_per_call_timing_divides_a_timed_group_of_calls():
