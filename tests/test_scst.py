@@ -11,7 +11,7 @@ from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
-from training.scst import ScstConfig, _stages, advantages, sample_captions, train_scst
+from training.scst import ScstConfig, _some_mirrored, _stages, advantages, sample_captions, train_scst
 from training.train import train
 
 
@@ -113,6 +113,41 @@ def test_weight_average_is_validated_saved_and_resumed(tmp_path, mini_corpus):
     raw, averaged = state["model"], state["average"]
     assert int(averaged["n_averaged"]) > 1
     assert any(not torch.equal(raw[name], averaged[f"module.{name}"]) for name in raw)
+
+
+def test_some_mirrored_swaps_whole_rows_at_the_given_chance():
+    features, mirrored = torch.zeros(400, 3, 2, 2), torch.ones(400, 3, 2, 2)
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(_some_mirrored(features, mirrored, 0.0, generator), features)
+    assert torch.equal(_some_mirrored(features, mirrored, 1.0, generator), mirrored)
+    mixed = _some_mirrored(features, mirrored, 0.5, generator)
+    per_row = mixed.flatten(1)
+    assert torch.all((per_row == 0).all(dim=1) | (per_row == 1).all(dim=1))  # rows are never mixed
+    assert 150 < int(per_row[:, 0].sum()) < 250
+
+
+def test_self_critical_run_reads_the_mirrored_cache(tmp_path, mini_corpus):
+    from captioner.encoders import build_encoder
+    from training.extract_features import cache_dir_for
+    from training.feature_cache import extract_features
+
+    features = tmp_path / "features"
+    xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=2))
+    settings = dict(
+        data=str(mini_corpus), init=str(xe), features=str(features), epochs=1, batch_size=8, samples=3, lr=1e-3
+    )
+    with pytest.raises(FileNotFoundError, match="extract_features --mirrored"):
+        train_scst(ScstConfig(run_dir=str(tmp_path / "none"), mirrored=0.5, **settings))
+    with pytest.raises(ValueError, match="--mirrored"):
+        train_scst(ScstConfig(run_dir=str(tmp_path / "bad"), mirrored=1.5, **settings))
+    encoder = build_encoder("efficientnet_lite0")
+    paths = [image.path for image in load_corpus(mini_corpus)]
+    extract_features(encoder, paths, cache_dir_for(features, encoder.spec.name, mirrored=True), mirrored=True)
+    train_scst(ScstConfig(run_dir=str(tmp_path / "plain"), **settings))
+    train_scst(ScstConfig(run_dir=str(tmp_path / "mirrored"), mirrored=1.0, **settings))
+    plain, mirrored = read_log(tmp_path / "plain")[1], read_log(tmp_path / "mirrored")[1]
+    # the same seed and start: only the images the samples were drawn for differ
+    assert plain["sample_cider_d"] != mirrored["sample_cider_d"]
 
 
 def test_scst_stages_chain():

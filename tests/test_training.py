@@ -75,6 +75,27 @@ def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, fea
     )
 
 
+def test_mirrored_feature_cache_holds_the_mirrored_images_and_is_kept_apart(tmp_path, mini_corpus):
+    import torch
+
+    from captioner.encoders import ImagePreprocessor, build_encoder
+    from training.feature_cache import extract_features, open_cache
+
+    encoder = build_encoder("efficientnet_lite0")
+    paths = [image.path for image in load_corpus(mini_corpus)][:3]
+    names, spec = [p.name for p in paths], encoder.spec.to_dict()
+    plain = extract_features(encoder, paths, tmp_path / "plain")
+    mirrored = extract_features(encoder, paths, tmp_path / "mirrored", mirrored=True)
+    with torch.inference_mode():
+        expected = encoder(ImagePreprocessor(encoder.spec)(paths[1]).flip(-1)[None])[0]
+    got = torch.from_numpy(mirrored.features[1].astype("float32"))
+    assert torch.allclose(got, expected, atol=1e-2, rtol=1e-2)
+    assert not torch.allclose(got, torch.from_numpy(plain.features[1].astype("float32")), atol=1e-1)
+    assert open_cache(tmp_path / "mirrored", spec, names) is None  # never taken for the plain images
+    assert open_cache(tmp_path / "plain", spec, names, mirrored=True) is None
+    assert open_cache(tmp_path / "mirrored", spec, names, mirrored=True) is not None
+
+
 def test_tune_decoding_stores_the_best_val_setting_as_the_default(tmp_path, mini_corpus, features_root):
     from captioner import Captioner
     from training import tune_decoding

@@ -1,6 +1,7 @@
 """Extract and cache encoder feature maps for every image of a corpus.
 
 python -m training.extract_features --data ../shared/flickr8k --out runs/features
+python -m training.extract_features --data ../shared/flickr8k --out runs/features --mirrored   # for training.scst
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from training.feature_cache import extract_features
 __all__ = ["main", "cache_dir_for"]
 
 
-def cache_dir_for(root: Path, encoder_name: str) -> Path:
-    """Per-encoder cache folder under ``root``."""
-    return root / encoder_name.replace(":", "_")
+def cache_dir_for(root: Path, encoder_name: str, *, mirrored: bool = False) -> Path:
+    """Per-encoder cache folder under ``root`` (a second one for the mirrored images)."""
+    return root / (encoder_name.replace(":", "_") + ("_mirrored" if mirrored else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--mirrored", action="store_true", help="encode the images mirrored left to right")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,9 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     cache = extract_features(
         encoder,
         [image.path for image in corpus],
-        cache_dir_for(args.out, args.encoder),
+        cache_dir_for(args.out, args.encoder, mirrored=args.mirrored),
         batch_size=args.batch_size,
         num_workers=args.workers,
+        mirrored=args.mirrored,
     )
     print(f"{len(cache.names)} images -> {tuple(cache.features.shape)} in {time.perf_counter() - start:.0f} s")
 

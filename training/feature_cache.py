@@ -1,7 +1,8 @@
 """Encoder feature cache: one fp16 ``.npy`` of feature maps plus a JSON description.
 
-The JSON records the encoder spec and the image list; a cache is reused only when both
-match, and only once marked complete (an interrupted extraction is redone, never used).
+The JSON records the encoder spec, the image list and whether the images were mirrored
+(left-right, for augmentation); a cache is reused only when all match, and only once marked
+complete (an interrupted extraction is redone, never used).
 """
 
 from __future__ import annotations
@@ -51,27 +52,31 @@ class FeatureCache:
 
 
 class _ImageFolder(Dataset):
-    """Image files preprocessed exactly as ``Captioner.encode`` does for ``spec``."""
+    """Image files preprocessed exactly as ``Captioner.encode`` does for ``spec``, then
+    mirrored left to right when ``mirrored``."""
 
-    def __init__(self, paths: Sequence[Path], spec: EncoderSpec) -> None:
-        self.paths, self.preprocess = list(paths), ImagePreprocessor(spec)
+    def __init__(self, paths: Sequence[Path], spec: EncoderSpec, mirrored: bool = False) -> None:
+        self.paths, self.preprocess, self.mirrored = list(paths), ImagePreprocessor(spec), mirrored
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.preprocess(self.paths[index])
+        picture = self.preprocess(self.paths[index])
+        return picture.flip(-1) if self.mirrored else picture
 
 
-def open_cache(cache_dir: Path, encoder_spec: dict, names: Sequence[str]) -> FeatureCache | None:
-    """The cache in ``cache_dir`` if it is complete and matches encoder and images, else None."""
+def open_cache(
+    cache_dir: Path, encoder_spec: dict, names: Sequence[str], *, mirrored: bool = False
+) -> FeatureCache | None:
+    """The cache in ``cache_dir`` if it is complete and matches encoder, images and mirroring, else None."""
     meta_path = cache_dir / _META
     if not meta_path.is_file() or not (cache_dir / _ARRAY).is_file():
         return None
     meta = json.loads(meta_path.read_text())
     if not meta.get("complete") or meta.get("encoder") != json.loads(json.dumps(encoder_spec)):
         return None
-    if meta.get("names") != list(names):
+    if meta.get("names") != list(names) or meta.get("mirrored", False) != mirrored:
         return None
     # copy-on-write: tensors can view the file without copying it, and the file is never written
     features = np.load(cache_dir / _ARRAY, mmap_mode="c")
@@ -90,16 +95,18 @@ def extract_features(
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] = lambda: None,
+    mirrored: bool = False,
 ) -> FeatureCache:
     """Encode every image (batched, channels_last) into ``cache_dir``, or reuse a valid cache.
 
     Under ``torchrun`` each of the ``world_size`` ranks encodes every ``world_size``-th image
     into the same memory-mapped file; rank 0 marks the cache complete once all are done.
-    Memory stays bounded by one batch, whatever the corpus size.
+    Memory stays bounded by one batch, whatever the corpus size. ``mirrored`` encodes every
+    image mirrored left to right (an augmented copy for training).
     """
     names = [p.name for p in paths]
     spec = encoder.spec.to_dict()
-    cached = open_cache(cache_dir, spec, names)
+    cached = open_cache(cache_dir, spec, names, mirrored=mirrored)
     if cached is not None:
         return cached
     encoder = encoder.to(memory_format=torch.channels_last)
@@ -115,7 +122,7 @@ def extract_features(
     array = np.load(cache_dir / _ARRAY, mmap_mode="r+")
     mine = list(range(rank, len(paths), world_size))
     loader = DataLoader(
-        _ImageFolder([paths[i] for i in mine], encoder.spec),
+        _ImageFolder([paths[i] for i in mine], encoder.spec, mirrored),
         batch_size=batch_size,
         num_workers=num_workers,
         generator=torch.Generator(),  # leaves the global random state alone
@@ -130,11 +137,11 @@ def extract_features(
     del array
     barrier()
     if rank == 0:
-        meta = {"complete": True, "encoder": spec, "names": names}
+        meta = {"complete": True, "encoder": spec, "names": names, "mirrored": mirrored}
         tmp = cache_dir / (_META + ".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, cache_dir / _META)
     barrier()
-    cache = open_cache(cache_dir, spec, names)
+    cache = open_cache(cache_dir, spec, names, mirrored=mirrored)
     assert cache is not None
     return cache

@@ -13,7 +13,10 @@ average of the weights (``torch.optim.swa_utils``); validation and ``best.safete
 average, and the log also records the raw weights' ``val_raw_CIDEr``. Validation (greedy BLEU-4/CIDEr
 on ``val``), ``best.safetensors``, ``last.pt`` (atomic, ``--resume``), ``log.csv`` and ``curves.png``
 work as in ``training.train``. Starting from an SCST checkpoint chains the stages: the new
-checkpoint's ``training["scst"]`` lists every stage's settings.
+checkpoint's ``training["scst"]`` lists every stage's settings. ``--mirrored 0.5`` reads each
+training image, with that chance, from a second cache of the images mirrored left to right
+(``training.extract_features --mirrored``): an augmentation against fitting the training
+references (captions are kept as they are; "left" and "right" are rare in Flickr8k).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.decoding import greedy_decode
+from captioner.encoders import EncoderSpec
 from captioner.model import CaptionModel
 from captioner.vocab import Vocabulary, tokenize
 from training.cider import CiderD
@@ -68,6 +72,12 @@ class ScstConfig:
     threads: int = 0
     resume: bool = False
     max_train_images: int = 0
+    mirrored: float = field(
+        default=0.0,
+        metadata={
+            "help": "chance that a training image is read mirrored (cache from training.extract_features --mirrored)"
+        },
+    )
 
 
 def sample_captions(
@@ -117,6 +127,30 @@ def _stages(training: dict, stage: dict) -> list[dict]:
     return [*([earlier] if isinstance(earlier, dict) else earlier), stage]
 
 
+def _mirrored_inputs(config: ScstConfig, spec: EncoderSpec, names: list[str], attention: bool) -> torch.Tensor | None:
+    """The mirrored images' decoder inputs when ``--mirrored`` asks for them."""
+    if not 0.0 <= config.mirrored <= 1.0:
+        raise ValueError(f"--mirrored must be a probability in [0, 1], not {config.mirrored}")
+    if not config.mirrored:
+        return None
+    cache_dir = cache_dir_for(Path(config.features), spec.name, mirrored=True)
+    cache = open_cache(cache_dir, spec.to_dict(), names, mirrored=True)
+    if cache is None:
+        raise FileNotFoundError(
+            f"no complete mirrored {spec.name} feature cache under {config.features}; "
+            "run training.extract_features --mirrored first"
+        )
+    return cache.model_inputs(attention)
+
+
+def _some_mirrored(
+    features: torch.Tensor, mirrored: torch.Tensor, chance: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Each row of ``features`` replaced by its mirrored image's row with probability ``chance``."""
+    picked = torch.rand(features.shape[0], generator=generator) < chance
+    return torch.where(picked.view(-1, *[1] * (features.dim() - 1)), mirrored, features)
+
+
 def train_scst(config: ScstConfig) -> Path:
     """Run self-critical training; returns the best checkpoint's path."""
     if config.baseline not in BASELINES:
@@ -139,6 +173,7 @@ def train_scst(config: ScstConfig) -> Path:
             "run training.extract_features (or training.train) first"
         )
     pooled = cache.model_inputs(model.config.attention)
+    mirrored_inputs = _mirrored_inputs(config, spec, names, model.config.attention)
     train_images = [image for image in corpus if image.split == "train"]
     if config.max_train_images:
         train_images = train_images[: config.max_train_images]
@@ -186,9 +221,12 @@ def train_scst(config: ScstConfig) -> Path:
         started = time.perf_counter()
         order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(config.seed + epoch))
         total_loss, total_sample, total_baseline, batches = 0.0, 0.0, 0.0, 0
+        flips = torch.Generator().manual_seed(config.seed + 7919 * (epoch + 1))  # the same draws on --resume
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"scst {epoch + 1}", leave=False):
             index = order[start : start + config.batch_size]
             features = pooled[train_rows[index]]
+            if mirrored_inputs is not None:
+                features = _some_mirrored(features, mirrored_inputs[train_rows[index]], config.mirrored, flips)
             model.eval()
             greedy_rewards = None
             if config.baseline == "greedy":
