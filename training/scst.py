@@ -40,7 +40,7 @@ from training.cider import CiderD
 from training.config_cli import config_parser
 from training.datasets import load_corpus
 from training.extract_features import cache_dir_for
-from training.feature_cache import open_cache
+from training.feature_cache import FeatureCache, open_cache
 from training.progress import format_row, restore_progress, save_progress, write_log
 from training.train import validate
 
@@ -127,20 +127,20 @@ def _stages(training: dict, stage: dict) -> list[dict]:
     return [*([earlier] if isinstance(earlier, dict) else earlier), stage]
 
 
-def _mirrored_inputs(config: ScstConfig, spec: EncoderSpec, names: list[str], attention: bool) -> torch.Tensor | None:
-    """The mirrored images' decoder inputs when ``--mirrored`` asks for them."""
-    if not 0.0 <= config.mirrored <= 1.0:
-        raise ValueError(f"--mirrored must be a probability in [0, 1], not {config.mirrored}")
-    if not config.mirrored:
-        return None
-    cache_dir = cache_dir_for(Path(config.features), spec.name, mirrored=True)
-    cache = open_cache(cache_dir, spec.to_dict(), names, mirrored=True)
+def _feature_cache(config: ScstConfig, spec: EncoderSpec, names: list[str], *, mirrored: bool = False) -> FeatureCache:
+    """The complete feature cache of the corpus' images (of the images mirrored, with ``mirrored``)."""
+    cache_dir = cache_dir_for(Path(config.features), spec.name, mirrored=mirrored)
+    cache = open_cache(cache_dir, spec.to_dict(), names, mirrored=mirrored)
     if cache is None:
-        raise FileNotFoundError(
-            f"no complete mirrored {spec.name} feature cache under {config.features}; "
-            "run training.extract_features --mirrored first"
+        kind, command = (
+            ("mirrored ", "training.extract_features --mirrored")
+            if mirrored
+            else ("", "training.extract_features (or training.train)")
         )
-    return cache.model_inputs(attention)
+        raise FileNotFoundError(
+            f"no complete {kind}{spec.name} feature cache for this corpus under {config.features}; run {command} first"
+        )
+    return cache
 
 
 def _some_mirrored(
@@ -157,6 +157,8 @@ def train_scst(config: ScstConfig) -> Path:
         raise ValueError(f"--baseline must be one of {BASELINES}, not {config.baseline!r}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1), not {config.ema_decay}")
+    if not 0.0 <= config.mirrored <= 1.0:
+        raise ValueError(f"--mirrored must be a probability in [0, 1], not {config.mirrored}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -166,14 +168,13 @@ def train_scst(config: ScstConfig) -> Path:
     model, vocab, spec = initial.model, initial.vocab, initial.encoder
     corpus = load_corpus(config.data, annotations=config.annotations)
     names = [image.name for image in corpus]
-    cache = open_cache(cache_dir_for(Path(config.features), spec.name), spec.to_dict(), names)
-    if cache is None:
-        raise FileNotFoundError(
-            f"no complete {spec.name} feature cache for this corpus under {config.features}; "
-            "run training.extract_features (or training.train) first"
-        )
+    cache = _feature_cache(config, spec, names)
     pooled = cache.model_inputs(model.config.attention)
-    mirrored_inputs = _mirrored_inputs(config, spec, names, model.config.attention)
+    mirrored_inputs = (
+        _feature_cache(config, spec, names, mirrored=True).model_inputs(model.config.attention)
+        if config.mirrored
+        else None
+    )
     train_images = [image for image in corpus if image.split == "train"]
     if config.max_train_images:
         train_images = train_images[: config.max_train_images]
