@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from captioner.attention import AttentionCaptionModel
-from captioner.fused_kernels import Record, Weights, fused_greedy, fused_step
+from captioner.fused_kernels import Record, State, Weights, fused_greedy, fused_step
 from captioner.torchscript import scripted
 
 __all__ = ["FusedAttentionDecoder", "FusedState"]
@@ -94,13 +94,18 @@ class FusedAttentionDecoder(nn.Module):
 
     def init_state(self, features: torch.Tensor) -> FusedState:
         """Maps (B, C, H, W) or locations (B, L, C) -> the state before ``<start>``."""
+        h, c, locations, keys, from_h = self._kernel_state(features)
+        weights = torch.full(locations.shape[:2], 1.0 / locations.shape[1], device=locations.device)
+        return h, c, locations, keys, weights, from_h
+
+    def _kernel_state(self, features: torch.Tensor) -> State:
+        """The state before ``<start>`` as the TorchScript kernels take it (no attention weights yet)."""
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
         locations = _linear(self.norm(features.float()), self._glue)  # (B, L, E)
         h, c = torch.tanh(_linear(locations.mean(dim=1), self._init)).chunk(2, dim=1)
-        weights = torch.full(locations.shape[:2], 1.0 / locations.shape[1], device=locations.device)
         keys = _linear(locations, self._key)
-        return h.contiguous(), c.contiguous(), locations, keys, weights, _linear(h, self._from_hidden)
+        return h.contiguous(), c.contiguous(), locations, keys, _linear(h, self._from_hidden)
 
     def step(self, tokens: torch.Tensor, state: FusedState) -> tuple[torch.Tensor, FusedState]:
         """One word: tokens (B,) -> logits (B, V); the new state carries this step's attention (B, L)."""
@@ -115,8 +120,7 @@ class FusedAttentionDecoder(nn.Module):
         :func:`captioner.decoding.greedy_decode`, the same as its Python loop over :meth:`step`.
         ``options``: ``mask``, ``scale``, ``start_id``, ``end_id``, ``max_length``, ``top_k`` of
         :func:`~captioner.fused_kernels.fused_greedy`."""
-        h, c, locations, keys, _, from_h = self.init_state(features)
-        return self._greedy((h, c, locations, keys, from_h), self._weights, **options)
+        return self._greedy(self._kernel_state(features), self._weights, **options)
 
     @property
     def _weights(self) -> Weights:
