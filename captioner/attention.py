@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from captioner.config import ModelConfig
+from captioner.model import word_classifier
 
 __all__ = ["AttentionCaptionModel", "AttentionState"]
 
@@ -39,7 +40,7 @@ class AttentionCaptionModel(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, e, padding_idx=0)
         self.cell = nn.LSTMCell(2 * e, h)
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(h, config.vocab_size)
+        self.head = word_classifier(config, self.embed)
 
     def _locations(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() == 4:  # (B, C, H, W) -> (B, L, C)

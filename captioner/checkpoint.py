@@ -89,7 +89,8 @@ def save_checkpoint(
     path = Path(path)
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"vocabulary has {len(vocab)} tokens, model expects {model.config.vocab_size}")
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    # cloned: tied weights (one tensor under two names) would otherwise share memory, which safetensors refuses
+    tensors = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "config": json.dumps(model.config.to_dict()),

@@ -26,6 +26,8 @@ class ModelConfig:
         attention: Soft attention over the encoder's map (Show, Attend and Tell) instead of
             the pooled vector read once (Show and Tell).
         attention_dim: Size of the additive attention's hidden layer.
+        tie_embeddings: The word classifier shares its weights with the word embeddings
+            (Press and Wolf 2017); needs ``hidden_dim == embed_dim``.
     """
 
     encoder: str = "efficientnet_lite0"
@@ -38,6 +40,7 @@ class ModelConfig:
     image_dropout: float = 0.5
     attention: bool = False
     attention_dim: int = 512
+    tie_embeddings: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from torch import nn
 
 from captioner.config import ModelConfig
 
-__all__ = ["Glue", "CaptionModel", "DecoderState", "build_model", "masked_cross_entropy"]
+__all__ = ["Glue", "CaptionModel", "DecoderState", "build_model", "masked_cross_entropy", "word_classifier"]
 
 DecoderState = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers, B, hidden)
 
@@ -34,6 +34,18 @@ class Glue(nn.Module):
         if features.dim() == 4:  # (B, C, H, W) map -> (B, C) pooled vector
             features = features.float().mean(dim=(2, 3))
         return self.dropout(self.proj(self.norm(features.float())))  # (B, E)
+
+
+def word_classifier(config: ModelConfig, embed: nn.Embedding) -> nn.Linear:
+    """The hidden state -> word logits layer; its weight is ``embed``'s when the config ties them."""
+    head = nn.Linear(config.hidden_dim, config.vocab_size)
+    if config.tie_embeddings:
+        if config.hidden_dim != config.embed_dim:
+            raise ValueError(
+                f"tie_embeddings needs hidden_dim == embed_dim (got {config.hidden_dim} and {config.embed_dim})"
+            )
+        head.weight = embed.weight
+    return head
 
 
 class CaptionModel(nn.Module):
@@ -54,7 +66,7 @@ class CaptionModel(nn.Module):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_dim, config.vocab_size)
+        self.head = word_classifier(config, self.embed)
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher forcing. ``captions`` (B, T) = ``<start> w1 .. <end> <pad>..``.

@@ -75,6 +75,7 @@ class TrainConfig:
     attention: bool = False
     attention_dim: int = 512
     attention_reg: float = 1.0
+    tie_embeddings: bool = False
 
 
 def _seed_everything(seed: int) -> None:
@@ -161,6 +162,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         image_dropout=config.image_dropout,
         attention=config.attention,
         attention_dim=config.attention_dim,
+        tie_embeddings=config.tie_embeddings,
     )
     model = build_model(model_config).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
