@@ -89,8 +89,7 @@ def save_checkpoint(
     path = Path(path)
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"vocabulary has {len(vocab)} tokens, model expects {model.config.vocab_size}")
-    # cloned: tied weights (one tensor under two names) would otherwise share memory, which safetensors refuses
-    tensors = {k: v.detach().to("cpu", dtype).contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = _unshared_tensors(model.state_dict(), dtype)
     metadata = {
         "format": FORMAT,
         "config": json.dumps(model.config.to_dict()),
@@ -105,6 +104,21 @@ def save_checkpoint(
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
+
+
+def _unshared_tensors(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The state on the CPU in ``dtype``, each tensor in memory of its own: safetensors refuses
+    tensors that share memory, as tied weights (one tensor under two names) do. Only those
+    are copied a second time; a dtype change already gives every tensor its own memory."""
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, value in state.items():
+        tensor = value.detach().to("cpu", dtype).contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:
+            tensor = tensor.clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        tensors[name] = tensor
+    return tensors
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
