@@ -165,3 +165,16 @@ def test_ema_decay_out_of_range_is_refused(tmp_path, mini_corpus):
 def test_unknown_baseline_is_refused(tmp_path, mini_corpus):
     with pytest.raises(ValueError, match="--baseline"):
         train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), baseline="best"))
+
+
+def test_sample_dropout_changes_what_is_sampled_and_nothing_else_does(tmp_path, mini_corpus):
+    features = tmp_path / "features"
+    xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.5, lr=5e-3, epochs=2))
+    settings = dict(
+        data=str(mini_corpus), init=str(xe), features=str(features), epochs=1, batch_size=8, samples=3, lr=1e-3
+    )
+    for name, dropout in (("plain", False), ("again", False), ("dropout", True)):
+        train_scst(ScstConfig(run_dir=str(tmp_path / name), sample_dropout=dropout, **settings))
+    plain, again, dropout = (read_log(tmp_path / name)[1] for name in ("plain", "again", "dropout"))
+    assert plain["sample_cider_d"] == again["sample_cider_d"]  # the same seed and start: the same samples
+    assert plain["sample_cider_d"] != dropout["sample_cider_d"]

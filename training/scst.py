@@ -78,6 +78,10 @@ class ScstConfig:
             "help": "chance that a training image is read mirrored (cache from training.extract_features --mirrored)"
         },
     )
+    sample_dropout: bool = field(
+        default=False,
+        metadata={"help": "sample the training captions with the model's dropout on (validation stays without)"},
+    )
 
 
 def sample_captions(
@@ -238,8 +242,10 @@ def train_scst(config: ScstConfig) -> Path:
                         for g, i in zip(greedy, index.tolist())
                     ]
                 )
-            # Sample from the same (dropout-free) policy that greedy decoding and validation use,
-            # so the greedy baseline and the samples come from one model.
+            # By default sample from the same (dropout-free) policy that greedy decoding and
+            # validation use, so the greedy baseline and the samples come from one model;
+            # --sample-dropout samples (and takes the gradient) with the dropout of training on.
+            model.train(config.sample_dropout)
             repeated = features.repeat_interleave(config.samples, dim=0)
             sampled, log_probs = sample_captions(model, repeated, max_length=config.max_length, **ids)
             owners = index.repeat_interleave(config.samples).tolist()
