@@ -2,9 +2,10 @@
 
 Metadata keys: ``format`` (version), ``config`` (:class:`ModelConfig`), ``vocab`` (token
 list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``,
-``metrics`` and ``decoding`` (defaults such as the calibrated softmax temperature).
-Loading runs no code (safetensors never unpickles). The frozen encoder is not stored; it
-is rebuilt from its spec.
+``metrics``, ``decoding`` (defaults such as the calibrated softmax temperature) and
+``encoder_tuned_stages``. Loading runs no code (safetensors never unpickles). The encoder is
+not stored; it is rebuilt from its spec. When its last stages were fine-tuned with the
+decoder, their weights are stored as ``encoder.<name>`` tensors and replace the rebuilt ones.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from captioner.vocab import Vocabulary
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
 
 FORMAT = "captioner-checkpoint/1"
+_ENCODER_PREFIX = "encoder."
 
 
 class CheckpointError(ValueError):
@@ -45,6 +47,8 @@ class Checkpoint:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     decoding: dict[str, Any] = field(default_factory=dict)
+    encoder_weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    encoder_tuned_stages: int = 0  # the encoder's last stages whose weights ``encoder_weights`` holds
 
     def save(self, path: str | Path) -> Path:
         """Write this checkpoint (e.g. one made with ``dataclasses.replace`` for new metadata)."""
@@ -56,6 +60,8 @@ class Checkpoint:
             training=self.training,
             metrics=self.metrics,
             decoding=self.decoding,
+            encoder_weights=self.encoder_weights,
+            encoder_tuned_stages=self.encoder_tuned_stages,
         )
 
     def check_compatible(self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None) -> None:
@@ -83,13 +89,21 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     decoding: dict[str, Any] | None = None,
+    encoder_weights: dict[str, torch.Tensor] | None = None,
+    encoder_tuned_stages: int = 0,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """Write atomically (temp file + rename): a crash mid-save never leaves a broken file."""
+    """Write atomically (temp file + rename): a crash mid-save never leaves a broken file.
+
+    ``encoder_weights``: the fine-tuned weights of the encoder's last ``encoder_tuned_stages``
+    stages, under the encoder's own names (:meth:`EncoderTop.encoder_weights`)."""
     path = Path(path)
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"vocabulary has {len(vocab)} tokens, model expects {model.config.vocab_size}")
-    tensors = _unshared_tensors(model.state_dict(), dtype)
+    if bool(encoder_weights) != bool(encoder_tuned_stages):
+        raise ValueError("fine-tuned encoder weights and their number of stages go together")
+    state = {**model.state_dict(), **{_ENCODER_PREFIX + k: v for k, v in (encoder_weights or {}).items()}}
+    tensors = _unshared_tensors(state, dtype)
     metadata = {
         "format": FORMAT,
         "config": json.dumps(model.config.to_dict()),
@@ -98,6 +112,7 @@ def save_checkpoint(
         "training": json.dumps(training or {}),
         "metrics": json.dumps(metrics or {}),
         "decoding": json.dumps(decoding or {}),
+        "encoder_tuned_stages": json.dumps(encoder_tuned_stages),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -160,6 +175,11 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise _unreadable(path, error) from error
+    encoder_weights = {k.removeprefix(_ENCODER_PREFIX): v for k, v in tensors.items() if k.startswith(_ENCODER_PREFIX)}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(_ENCODER_PREFIX)}
+    tuned_stages = meta.get("encoder_tuned_stages", 0)
+    if bool(encoder_weights) != bool(tuned_stages) or not isinstance(tuned_stages, int):
+        raise CheckpointError(f"{path.name}: its fine-tuned encoder weights and encoder_tuned_stages disagree")
     model = build_model(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -174,7 +194,15 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     model.to(device).eval()
     return Checkpoint(
-        config, vocab, encoder, model, meta.get("training", {}), meta.get("metrics", {}), meta.get("decoding", {})
+        config,
+        vocab,
+        encoder,
+        model,
+        meta.get("training", {}),
+        meta.get("metrics", {}),
+        meta.get("decoding", {}),
+        {k: v.float() for k, v in encoder_weights.items()},
+        tuned_stages,
     )
 
 

@@ -12,7 +12,7 @@ Names:
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -27,10 +27,12 @@ __all__ = [
     "EncoderSpec",
     "ImageEncoder",
     "ImagePreprocessor",
+    "EncoderTop",
     "ScaleAndNormalise",
     "available_encoders",
     "build_encoder",
     "efficientnet_lite_classifier",
+    "split_encoder",
 ]
 
 _LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -151,10 +153,82 @@ class ImageEncoder(nn.Module):
             return self._trace[1](images)  # (B, C, H, W)
         return self.backbone(images)
 
+    def load_tuned_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Replace some of the rebuilt weights with fine-tuned ones (a checkpoint's ``encoder.`` tensors).
+
+        Raises:
+            ValueError: a name this encoder does not have, or a shape that differs.
+        """
+        own = self.state_dict()
+        unknown = sorted(set(weights) - set(own))
+        wrong = sorted(k for k in weights if k in own and weights[k].shape != own[k].shape)
+        if unknown or wrong:
+            raise ValueError(
+                f"the fine-tuned encoder weights do not fit {self.spec.name} (unknown {unknown[:3]}, "
+                f"wrong shape {wrong[:3]}); the checkpoint was made with another encoder"
+            )
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                own[name].copy_(tensor)
+        self._trace = self._traced_layout = None  # trace again with the new weights
+
     @staticmethod
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
         """Global average pool: (B, C, H, W) -> (B, C)."""
         return feature_map.mean(dim=(2, 3))
+
+
+class _Trunk(nn.Module):
+    """An EfficientNet-Lite's stem and its first stages: the part a fine-tuning run keeps frozen."""
+
+    def __init__(self, model: nn.Module, stages: int) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1, self.blocks = model.conv_stem, model.bn1, model.blocks[:stages]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.bn1(self.conv_stem(images)))
+
+
+class EncoderTop(nn.Module):
+    """An EfficientNet-Lite's last stages and head, trained with the decoder: maps the trunk's
+    map (B, C', H, W) to the encoder's (B, C, H, W). It holds the encoder's own modules (not
+    copies) and knows each parameter's name in the encoder, for the checkpoint."""
+
+    def __init__(self, encoder: ImageEncoder, stages: int) -> None:
+        super().__init__()
+        model = encoder.backbone.model
+        self.stages, self.conv_head, self.bn2 = model.blocks[-stages:], model.conv_head, model.bn2
+        own = {id(p): name for name, p in encoder.named_parameters()}
+        self.encoder_names = {name: own[id(p)] for name, p in self.named_parameters()}
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_head(self.stages(maps)))
+
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """This top's current weights under the encoder's names (for :meth:`ImageEncoder.load_tuned_weights`)."""
+        return {self.encoder_names[name]: p.detach() for name, p in self.named_parameters()}
+
+
+def split_encoder(encoder: ImageEncoder, tuned_stages: int) -> tuple[ImageEncoder, EncoderTop]:
+    """Split an EfficientNet-Lite encoder before its last ``tuned_stages`` stages (of 7).
+
+    Returns the frozen trunk as an encoder of its own (spec name ``<name>_stage<k>``, so its
+    maps get a feature cache of their own) and the top, which shares the encoder's modules:
+    ``top(trunk(x))`` equals ``encoder(x)``.
+
+    Raises:
+        ValueError: not an EfficientNet-Lite, or ``tuned_stages`` not in 1..6.
+    """
+    if not isinstance(encoder.backbone, _TimmFeatureMap):
+        raise ValueError(f"fine-tuning the encoder's last stages needs an EfficientNet-Lite, not {encoder.spec.name}")
+    model = encoder.backbone.model
+    count = len(model.blocks)
+    if not 1 <= tuned_stages < count:
+        raise ValueError(f"the encoder has {count} stages; tune 1 to {count - 1} of them, not {tuned_stages}")
+    kept = count - tuned_stages
+    trunk_spec = replace(encoder.spec, name=f"{encoder.spec.name}_stage{kept}")
+    channels = model.blocks[kept - 1][-1].conv_pwl.out_channels
+    return ImageEncoder(_Trunk(model, kept), trunk_spec, channels), EncoderTop(encoder, tuned_stages)
 
 
 def available_encoders() -> list[str]:

@@ -136,7 +136,7 @@ def test_self_critical_run_reads_the_mirrored_cache(tmp_path, mini_corpus):
     settings = dict(
         data=str(mini_corpus), init=str(xe), features=str(features), epochs=1, batch_size=8, samples=3, lr=1e-3
     )
-    with pytest.raises(FileNotFoundError, match="extract_features --mirrored"):
+    with pytest.raises(FileNotFoundError, match="extract_features --encoder efficientnet_lite0 --mirrored"):
         train_scst(ScstConfig(run_dir=str(tmp_path / "none"), mirrored=0.5, **settings))
     with pytest.raises(ValueError, match="--mirrored"):
         train_scst(ScstConfig(run_dir=str(tmp_path / "bad"), mirrored=1.5, **settings))

@@ -16,14 +16,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from captioner.checkpoint import load_checkpoint
 from training.datasets import SPLITS, load_corpus
-from training.extract_features import cache_dir_for
-from training.feature_cache import open_cache
+from training.encoder_tuning import checkpoint_maps
 
 __all__ = ["expected_calibration_error", "fit_temperature", "main"]
 
@@ -79,16 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint)
     corpus = load_corpus(args.data, annotations=args.annotations)
-    spec = checkpoint.encoder
-    cache = open_cache(cache_dir_for(args.features, spec.name), spec.to_dict(), [i.name for i in corpus])
-    if cache is None:
-        raise FileNotFoundError(f"no {spec.name} feature cache under {args.features}; run training.extract_features")
     images = [image for image in corpus if image.split == args.split]
-    rows_of_split = cache.rows([i.name for i in images])
-    if checkpoint.config.attention:  # attention reads the whole map
-        pooled = torch.from_numpy(np.asarray(cache.features[rows_of_split]))
-    else:
-        pooled = cache.pooled()[torch.from_numpy(rows_of_split)]
+    pooled = checkpoint_maps(checkpoint, args.features, [i.name for i in corpus], [i.name for i in images])
+    if not checkpoint.config.attention:  # attention reads the whole map
+        pooled = pooled.float().mean(dim=(2, 3))
     rows = [n for n, image in enumerate(images) for _ in image.captions]
     captions = [c for image in images for c in image.captions]
     logits, targets = _forced_logits(checkpoint, pooled[rows], captions)

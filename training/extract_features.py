@@ -2,6 +2,7 @@
 
 python -m training.extract_features --data ../shared/flickr8k --out runs/features
 python -m training.extract_features --data ../shared/flickr8k --out runs/features --mirrored   # for training.scst
+python -m training.extract_features --data ../shared/flickr8k --tune-encoder-stages 1   # the trunk's maps
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from captioner.encoders import build_encoder
+from captioner.encoders import build_encoder, split_encoder
 from training.datasets import load_corpus
 from training.feature_cache import extract_features
 
@@ -34,16 +35,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--mirrored", action="store_true", help="encode the images mirrored left to right")
+    parser.add_argument(
+        "--tune-encoder-stages",
+        type=int,
+        default=0,
+        help="cache the maps before the encoder's last N stages (for training.scst --tune-encoder-stages N)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data, annotations=args.annotations)
     encoder = build_encoder(args.encoder)
+    if args.tune_encoder_stages:
+        encoder, _ = split_encoder(encoder, args.tune_encoder_stages)
     start = time.perf_counter()
     cache = extract_features(
         encoder,
         [image.path for image in corpus],
-        cache_dir_for(args.out, args.encoder, mirrored=args.mirrored),
+        cache_dir_for(args.out, encoder.spec.name, mirrored=args.mirrored),
         batch_size=args.batch_size,
         num_workers=args.workers,
         mirrored=args.mirrored,

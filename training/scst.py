@@ -33,14 +33,12 @@ from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.decoding import greedy_decode
-from captioner.encoders import EncoderSpec
 from captioner.model import CaptionModel
 from captioner.vocab import Vocabulary, tokenize
 from training.cider import CiderD
 from training.config_cli import config_parser
 from training.datasets import load_corpus
-from training.extract_features import cache_dir_for
-from training.feature_cache import FeatureCache, open_cache
+from training.encoder_tuning import TunedEncoderDecoder, cache_for, trunk_flags, tuned_split
 from training.progress import format_row, restore_progress, save_progress, write_log
 from training.train import validate
 
@@ -81,6 +79,13 @@ class ScstConfig:
     sample_dropout: bool = field(
         default=False,
         metadata={"help": "sample the training captions with the model's dropout on (validation stays without)"},
+    )
+    tune_encoder_stages: int = field(
+        default=0,
+        metadata={
+            "help": "also train the encoder's last N stages and head (reads the trunk's cache from "
+            "training.extract_features --tune-encoder-stages N)"
+        },
     )
 
 
@@ -131,22 +136,6 @@ def _stages(training: dict, stage: dict) -> list[dict]:
     return [*([earlier] if isinstance(earlier, dict) else earlier), stage]
 
 
-def _feature_cache(config: ScstConfig, spec: EncoderSpec, names: list[str], *, mirrored: bool = False) -> FeatureCache:
-    """The complete feature cache of the corpus' images (of the images mirrored, with ``mirrored``)."""
-    cache_dir = cache_dir_for(Path(config.features), spec.name, mirrored=mirrored)
-    cache = open_cache(cache_dir, spec.to_dict(), names, mirrored=mirrored)
-    if cache is None:
-        kind, command = (
-            ("mirrored ", "training.extract_features --mirrored")
-            if mirrored
-            else ("", "training.extract_features (or training.train)")
-        )
-        raise FileNotFoundError(
-            f"no complete {kind}{spec.name} feature cache for this corpus under {config.features}; run {command} first"
-        )
-    return cache
-
-
 def _some_mirrored(
     features: torch.Tensor, mirrored: torch.Tensor, chance: float, generator: torch.Generator
 ) -> torch.Tensor:
@@ -170,12 +159,23 @@ def train_scst(config: ScstConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     initial = load_checkpoint(config.init)
     model, vocab, spec = initial.model, initial.vocab, initial.encoder
+    cache_spec, extract_flags, top = spec, "", None
+    if config.tune_encoder_stages or initial.encoder_tuned_stages:
+        if not model.config.attention:
+            raise ValueError("--tune-encoder-stages needs an attention model (it reads the encoder's map)")
+        trunk, top = tuned_split(initial, config.tune_encoder_stages)
+        top.requires_grad_(True)
+        model = TunedEncoderDecoder(model, top)
+        cache_spec, extract_flags = trunk.spec, trunk_flags(spec.name, config.tune_encoder_stages)
     corpus = load_corpus(config.data, annotations=config.annotations)
     names = [image.name for image in corpus]
-    cache = _feature_cache(config, spec, names)
+    features_root = Path(config.features)
+    cache = cache_for(features_root, cache_spec, names, extract_flags=extract_flags)
     pooled = cache.model_inputs(model.config.attention)
     mirrored_inputs = (
-        _feature_cache(config, spec, names, mirrored=True).model_inputs(model.config.attention)
+        cache_for(features_root, cache_spec, names, mirrored=True, extract_flags=extract_flags).model_inputs(
+            model.config.attention
+        )
         if config.mirrored
         else None
     )
@@ -293,7 +293,18 @@ def train_scst(config: ScstConfig) -> Path:
                     },
                 ),
             }
-            save_checkpoint(best_path, selected, vocab, spec, training=training, metrics={"val_greedy": scores})
+            decoder, tuned = (
+                (selected, {})
+                if top is None
+                else (
+                    selected.decoder,
+                    {
+                        "encoder_weights": selected.top.encoder_weights(),
+                        "encoder_tuned_stages": config.tune_encoder_stages,
+                    },
+                )
+            )
+            save_checkpoint(best_path, decoder, vocab, spec, training=training, metrics={"val_greedy": scores}, **tuned)
         else:
             stale += 1
         print(format_row(row), flush=True)

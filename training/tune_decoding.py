@@ -26,8 +26,7 @@ from captioner.captioner import Captioner
 from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.datasets import SPLITS, load_corpus
-from training.extract_features import cache_dir_for
-from training.feature_cache import open_cache
+from training.encoder_tuning import checkpoint_maps
 from training.metrics import score_captions
 
 __all__ = ["main"]
@@ -52,13 +51,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     captioner = Captioner.load(args.checkpoint)
-    spec = captioner.checkpoint.encoder
     corpus = load_corpus(args.data, annotations=args.annotations)
-    cache = open_cache(cache_dir_for(args.features, spec.name), spec.to_dict(), [i.name for i in corpus])
-    if cache is None:
-        raise FileNotFoundError(f"no {spec.name} feature cache under {args.features}; run training.extract_features")
     images = [image for image in corpus if image.split == args.split]
-    features = cache.model_inputs(captioner.has_attention)[torch.from_numpy(cache.rows([i.name for i in images]))]
+    features = checkpoint_maps(captioner.checkpoint, args.features, [i.name for i in corpus], [i.name for i in images])
+    if not captioner.has_attention:
+        features = features.float().mean(dim=(2, 3))
     references = {image.name: list(image.captions) for image in images}
     reference_length = float(np.mean([len(tokenize(c)) for caps in references.values() for c in caps]))
     grid = []

@@ -1,0 +1,139 @@
+"""Fine-tuning the encoder's last stages with the decoder: split, training, checkpoint, loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training_helpers import tiny_train_config
+
+from captioner import Captioner
+from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from captioner.encoders import build_encoder, split_encoder
+from training.datasets import load_corpus
+from training.encoder_tuning import TunedEncoderDecoder, checkpoint_maps
+from training.extract_features import main as extract_main
+from training.scst import ScstConfig, train_scst
+from training.train import train
+
+
+def test_the_top_over_the_trunk_is_the_whole_encoder():
+    encoder = build_encoder("efficientnet_lite0")
+    trunk, top = split_encoder(encoder, 1)
+    images = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.equal(top(trunk(images)), encoder(images))
+    assert (trunk.spec.name, trunk.feature_dim) == ("efficientnet_lite0_stage6", 192)
+    assert set(top.encoder_weights()) < set(encoder.state_dict())
+    prefixes = ("backbone.model.blocks.6.", "backbone.model.conv_head.")
+    assert all(name.startswith(prefixes) for name in top.encoder_weights())
+    assert split_encoder(build_encoder("efficientnet_lite0"), 2)[0].feature_dim == 112
+    with pytest.raises(ValueError, match="1 to 6"):
+        split_encoder(encoder, 7)
+    with pytest.raises(ValueError, match="EfficientNet-Lite"):
+        split_encoder(build_encoder("torchvision:resnet18", pretrained=False), 1)
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory, mini_corpus):
+    """A tiny attention model, then one self-critical epoch that also trains the last stage."""
+    tmp_path = tmp_path_factory.mktemp("tuned_run")
+    features = tmp_path / "features"
+    xe = train(
+        tiny_train_config(mini_corpus, tmp_path / "xe", features, attention=True, attention_dim=32, lr=5e-3, epochs=2)
+    )
+    settings = dict(
+        data=str(mini_corpus),
+        init=str(xe),
+        features=str(features),
+        epochs=1,
+        batch_size=8,
+        samples=3,
+        lr=1e-3,
+        tune_encoder_stages=1,
+    )
+    command = "extract_features --encoder efficientnet_lite0 --tune-encoder-stages 1"
+    with pytest.raises(FileNotFoundError, match=command):
+        train_scst(ScstConfig(run_dir=str(tmp_path / "no_cache"), **settings))
+    extract_main(["--data", str(mini_corpus), "--out", str(features), "--tune-encoder-stages", "1"])
+    train_scst(ScstConfig(run_dir=str(tmp_path / "tuned"), **settings))
+    return xe, tmp_path / "tuned", features
+
+
+def test_self_critical_training_updates_the_encoder_top(tuned_run):
+    xe, run, _ = tuned_run
+    state = torch.load(run / "last.pt", weights_only=True)["model"]
+    pretrained = build_encoder("efficientnet_lite0").state_dict()
+    top = {name: value for name, value in state.items() if name.startswith("top.")}
+    assert top and any(name.startswith("top.stages.6.") for name in top)
+    head = state["top.conv_head.weight"]
+    assert head.shape == pretrained["backbone.model.conv_head.weight"].shape
+    assert not torch.equal(head, pretrained["backbone.model.conv_head.weight"])
+    decoder = {name.removeprefix("decoder."): value for name, value in state.items() if name.startswith("decoder.")}
+    assert set(decoder) == set(load_checkpoint(xe).model.state_dict())
+    tuned = _tuned_checkpoint(xe, run / "tuned.safetensors")
+    with pytest.raises(ValueError, match="tune-encoder-stages 1 or more"):  # a frozen run cannot continue it
+        train_scst(ScstConfig(data="unused", init=str(tuned), run_dir=str(run)))
+
+
+def _tuned_checkpoint(xe, path, *, nudge: float = 0.05):
+    """``xe``'s decoder with its encoder's last stage changed, saved as a fine-tuned checkpoint."""
+    checkpoint = load_checkpoint(xe)
+    _, top = split_encoder(build_encoder(checkpoint.encoder.name), 1)
+    with torch.no_grad():
+        top.conv_head.weight.mul_(1.0 + nudge)
+    return save_checkpoint(
+        path,
+        checkpoint.model,
+        checkpoint.vocab,
+        checkpoint.encoder,
+        encoder_weights=top.encoder_weights(),
+        encoder_tuned_stages=1,
+    )
+
+
+def test_a_tuned_checkpoint_loads_its_encoder_weights(tuned_run, mini_corpus, dog_photo):
+    xe, run, features = tuned_run
+    path = _tuned_checkpoint(xe, run / "tuned.safetensors")
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.encoder_tuned_stages == 1
+    frozen, tuned = Captioner.load(xe), Captioner.load(path)
+    name = "backbone.model.conv_head.weight"
+    assert torch.equal(tuned.encoder.state_dict()[name], checkpoint.encoder_weights[name])
+    assert not torch.equal(tuned.encoder.state_dict()[name], frozen.encoder.state_dict()[name])
+    assert not torch.allclose(tuned.encode([dog_photo]), frozen.encode([dog_photo]))
+
+    # the maps the training tools read for it: the trunk's cache through the tuned top, which
+    # is the tuned encoder up to the cache's fp16 rounding
+    corpus = load_corpus(mini_corpus)
+    names = [image.name for image in corpus]
+    maps = checkpoint_maps(checkpoint, features, names, names[:3])
+    paths = [image.path for image in corpus[:3]]
+    rounding = (maps - tuned.encode(paths)).abs().max()
+    assert rounding < 0.05
+    assert (maps - frozen.encode(paths)).abs().max() > 10 * rounding
+    frozen_maps = checkpoint_maps(load_checkpoint(xe), features, names, names[:3])
+    assert torch.allclose(frozen_maps.float(), frozen.encode(paths), atol=0.05)
+
+
+def test_encoder_weights_that_do_not_fit_are_refused(tuned_run, tmp_path):
+    xe, _, _ = tuned_run
+    checkpoint = load_checkpoint(xe)
+    model, vocab, spec = checkpoint.model, checkpoint.vocab, checkpoint.encoder
+    with pytest.raises(ValueError, match="go together"):
+        save_checkpoint(tmp_path / "a.safetensors", model, vocab, spec, encoder_weights={"x": torch.ones(1)})
+    wrong = save_checkpoint(
+        tmp_path / "b.safetensors",
+        model,
+        vocab,
+        spec,
+        encoder_weights={"backbone.model.conv_head.weight": torch.ones(3)},
+        encoder_tuned_stages=1,
+    )
+    with pytest.raises(CheckpointError, match="do not fit efficientnet_lite0"):
+        Captioner.load(wrong)
+
+
+def test_the_wrapper_reads_maps_only(attention_model):
+    _, top = split_encoder(build_encoder("efficientnet_lite0"), 1)
+    with pytest.raises(ValueError, match="maps"):
+        TunedEncoderDecoder(attention_model, top).init_state(torch.zeros(1, 49, 192))
