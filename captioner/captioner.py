@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from captioner.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
-from captioner.encoders import ImageEncoder, ImagePreprocessor, build_encoder
+from captioner.encoders import ImageEncoder, ImagePreprocessor
 from captioner.media import ImageSource, read_video_frames
 from captioner.precision import with_precision
 from captioner.vocab import END
@@ -120,13 +120,7 @@ class Captioner:
         which gives the same captions as ``fp32`` at about twice the decoding speed.
         """
         checkpoint = load_checkpoint(path or default_checkpoint_path(), device=device)
-        encoder = build_encoder(checkpoint.encoder.name)
-        if checkpoint.encoder_weights:
-            try:
-                encoder.load_tuned_weights(checkpoint.encoder_weights)
-            except ValueError as error:
-                raise CheckpointError(str(error)) from error
-        encoder = encoder.to(device)
+        encoder = checkpoint.build_encoder().to(device)
         precision = decoder_precision or ("fp16" if torch.device(device).type == "cpu" else "fp32")
         return cls(checkpoint, encoder, decoder_precision=precision)
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from captioner.config import ModelConfig
-from captioner.encoders import EncoderSpec
+from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
 from captioner.model import build_model
 from captioner.vocab import Vocabulary
 
@@ -63,6 +63,20 @@ class Checkpoint:
             encoder_weights=self.encoder_weights,
             encoder_tuned_stages=self.encoder_tuned_stages,
         )
+
+    def build_encoder(self) -> ImageEncoder:
+        """The encoder this checkpoint was trained with, its fine-tuned weights (if any) in place.
+
+        Raises:
+            CheckpointError: the fine-tuned weights do not fit the encoder the spec names.
+        """
+        encoder = build_encoder(self.encoder.name)
+        if self.encoder_weights:
+            try:
+                encoder.load_tuned_weights(self.encoder_weights)
+            except ValueError as error:
+                raise CheckpointError(str(error)) from error
+        return encoder
 
     def check_compatible(self, *, encoder: EncoderSpec | None = None, vocab: Vocabulary | None = None) -> None:
         """Raise :class:`CheckpointError` unless trained with this encoder and vocabulary."""

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from captioner.checkpoint import load_checkpoint
 from training.datasets import SPLITS, load_corpus
-from training.encoder_tuning import checkpoint_maps
+from training.encoder_tuning import checkpoint_inputs
 
 __all__ = ["expected_calibration_error", "fit_temperature", "main"]
 
@@ -78,12 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoint = load_checkpoint(args.checkpoint)
     corpus = load_corpus(args.data, annotations=args.annotations)
     images = [image for image in corpus if image.split == args.split]
-    pooled = checkpoint_maps(checkpoint, args.features, [i.name for i in corpus], [i.name for i in images])
-    if not checkpoint.config.attention:  # attention reads the whole map
-        pooled = pooled.float().mean(dim=(2, 3))
+    inputs = checkpoint_inputs(checkpoint, args.features, [i.name for i in corpus], [i.name for i in images])
     rows = [n for n, image in enumerate(images) for _ in image.captions]
     captions = [c for image in images for c in image.captions]
-    logits, targets = _forced_logits(checkpoint, pooled[rows], captions)
+    logits, targets = _forced_logits(checkpoint, inputs[rows], captions)
     temperature = fit_temperature(logits, targets)
     report = {"split": args.split, "positions": len(targets), "temperature": round(temperature, 4)}
     for name, scale in (("before", 1.0), ("after", temperature)):

@@ -17,11 +17,11 @@ from torch import nn
 
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
-from captioner.encoders import EncoderSpec, EncoderTop, ImageEncoder, build_encoder, split_encoder
+from captioner.encoders import EncoderSpec, EncoderTop, ImageEncoder, split_encoder
 from training.extract_features import cache_dir_for
 from training.feature_cache import FeatureCache, open_cache
 
-__all__ = ["TunedEncoderDecoder", "cache_for", "checkpoint_maps", "trunk_flags", "tuned_split"]
+__all__ = ["TunedEncoderDecoder", "cache_for", "checkpoint_inputs", "checkpoint_maps", "trunk_flags", "tuned_split"]
 
 
 class TunedEncoderDecoder(nn.Module):
@@ -63,10 +63,7 @@ def tuned_split(checkpoint: Checkpoint, tuned_stages: int) -> tuple[ImageEncoder
             f"this checkpoint fine-tuned the encoder's last {checkpoint.encoder_tuned_stages} stages; "
             f"continue with --tune-encoder-stages {checkpoint.encoder_tuned_stages} or more"
         )
-    encoder = build_encoder(checkpoint.encoder.name)
-    if checkpoint.encoder_weights:
-        encoder.load_tuned_weights(checkpoint.encoder_weights)
-    return split_encoder(encoder, tuned_stages)
+    return split_encoder(checkpoint.build_encoder(), tuned_stages)
 
 
 def cache_for(
@@ -89,13 +86,22 @@ def trunk_flags(encoder_name: str, tuned_stages: int) -> str:
     return f"--encoder {encoder_name} --tune-encoder-stages {tuned_stages}"
 
 
+def checkpoint_inputs(
+    checkpoint: Checkpoint, root: Path, corpus_names: Sequence[str], names: Sequence[str]
+) -> torch.Tensor:
+    """What the checkpoint's decoder reads for ``names``: the maps (N, C, H, W) with attention,
+    else their pooled vectors (N, C) (as :meth:`FeatureCache.model_inputs`)."""
+    maps = checkpoint_maps(checkpoint, root, corpus_names, names)
+    return maps if checkpoint.config.attention else ImageEncoder.pool(maps.float())
+
+
 @torch.inference_mode()
 def checkpoint_maps(
     checkpoint: Checkpoint, root: Path, corpus_names: Sequence[str], names: Sequence[str], batch_size: int = 250
 ) -> torch.Tensor:
-    """The maps (N, C, H, W) the checkpoint's decoder reads for ``names``, from the cache of the
-    corpus' images (``corpus_names``) under ``root``: rows of the frozen encoder's cache or, for a
-    fine-tuned encoder, of the trunk's cache through its tuned top."""
+    """The encoder's maps (N, C, H, W) for ``names``, from the cache of the corpus' images
+    (``corpus_names``) under ``root``: rows of the frozen encoder's cache or, for a fine-tuned
+    encoder, of the trunk's cache through its tuned top."""
     if not checkpoint.encoder_tuned_stages:
         cache = cache_for(root, checkpoint.encoder, corpus_names)
         return torch.from_numpy(cache.features[cache.rows(names)])

@@ -293,17 +293,13 @@ def train_scst(config: ScstConfig) -> Path:
                     },
                 ),
             }
-            decoder, tuned = (
-                (selected, {})
-                if top is None
-                else (
-                    selected.decoder,
-                    {
-                        "encoder_weights": selected.top.encoder_weights(),
-                        "encoder_tuned_stages": config.tune_encoder_stages,
-                    },
-                )
-            )
+            decoder, tuned = selected, {}
+            if top is not None:  # the decoder alone, and the encoder top's weights beside it
+                decoder = selected.decoder
+                tuned = {
+                    "encoder_weights": selected.top.encoder_weights(),
+                    "encoder_tuned_stages": config.tune_encoder_stages,
+                }
             save_checkpoint(best_path, decoder, vocab, spec, training=training, metrics={"val_greedy": scores}, **tuned)
         else:
             stale += 1

@@ -26,7 +26,7 @@ from captioner.captioner import Captioner
 from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training.datasets import SPLITS, load_corpus
-from training.encoder_tuning import checkpoint_maps
+from training.encoder_tuning import checkpoint_inputs
 from training.metrics import score_captions
 
 __all__ = ["main"]
@@ -53,9 +53,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     captioner = Captioner.load(args.checkpoint)
     corpus = load_corpus(args.data, annotations=args.annotations)
     images = [image for image in corpus if image.split == args.split]
-    features = checkpoint_maps(captioner.checkpoint, args.features, [i.name for i in corpus], [i.name for i in images])
-    if not captioner.has_attention:
-        features = features.float().mean(dim=(2, 3))
+    names = [image.name for image in images]
+    features = checkpoint_inputs(captioner.checkpoint, args.features, [i.name for i in corpus], names)
     references = {image.name: list(image.captions) for image in images}
     reference_length = float(np.mean([len(tokenize(c)) for caps in references.values() for c in caps]))
     grid = []
