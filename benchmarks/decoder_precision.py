@@ -3,9 +3,10 @@
     python -m benchmarks.decoder_precision --data ../shared/flickr8k --split test --threads 2
 
 Encodes every image of the split once, decodes the features with the checkpoint's default
-decoding and the decoder in fp32, fp16 (the default: for attention models the fused decoder),
-fp16 as plain module-by-module dynamic quantisation (the reference the fused decoder must
-match) and int8 (see :mod:`captioner.precision`), and reports, against fp32: how many
+decoding (or ``--beam-size``) and the decoder in fp32, fp16 (the default: for attention models
+the fused decoder, on its C++ kernels), the fused decoder on its TorchScript kernels (what runs
+without a C++ compiler), fp16 as plain module-by-module dynamic quantisation (the reference the
+fused decoder must match) and int8 (see :mod:`captioner.precision`), and reports, against fp32: how many
 captions are identical, BLEU-1..4/METEOR/ROUGE-L/CIDEr of each, and the median time to
 decode one image (batch 1; the decoders timed in alternation). Writes the report as JSON.
 """
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
+from captioner.attention import AttentionCaptionModel
+from captioner.fused_attention import FusedAttentionDecoder
 from captioner.precision import DECODER_PRECISIONS, dynamically_quantised
 from training.datasets import SPLITS, load_corpus
 from training.metrics import java_available, score_captions
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=50, help="timed batch-1 decodes per precision")
+    parser.add_argument("--beam-size", type=int, help="default: the checkpoint's default decoding")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/decoder_precision.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -50,25 +54,38 @@ def main(argv: list[str] | None = None) -> dict:
     )
     references = {image.name: list(image.captions) for image in images}
     java = java_available()
-    report: dict = {"date": time.strftime("%Y-%m-%d"), "split": args.split, "threads": args.threads, "rows": {}}
+    decoding = {} if args.beam_size is None else {"beam_size": args.beam_size}
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "split": args.split,
+        "threads": args.threads,
+        "decoding": {**reference.default_decoding, **decoding},
+        "rows": {},
+    }
     captions: dict[str, list[str]] = {}
     scores: dict[tuple[str, ...], dict[str, float]] = {}  # the same captions score the same: score once
-    unfused = "fp16, unfused (torch.ao dynamic quantisation)"
-    captioners = {}
-    for precision in (*DECODER_PRECISIONS, unfused):
-        if precision == unfused:
-            captioners[precision] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
-            captioners[precision].model = dynamically_quantised(reference.checkpoint.model, "fp16")
-        else:
-            captioners[precision] = Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
+    captioners = {
+        precision: Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
+        for precision in DECODER_PRECISIONS
+    }
+    variants = {
+        "fp16, unfused (torch.ao dynamic quantisation)": dynamically_quantised(reference.checkpoint.model, "fp16")
+    }
+    if isinstance(reference.checkpoint.model, AttentionCaptionModel):
+        variants["fp16, fused, TorchScript kernels"] = FusedAttentionDecoder(reference.checkpoint.model, native=False)
+    for name, model in variants.items():
+        captioners[name] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
+        captioners[name].model = model
     first = features[:1].clone()  # one image's features, in a buffer of their own
     timings = measure_interleaved(
-        {name: lambda c=captioner: c.caption_features(first) for name, captioner in captioners.items()},
+        {name: lambda c=captioner: c.caption_features(first, **decoding) for name, captioner in captioners.items()},
         repeats=args.repeats,
     )
     for precision, captioner in captioners.items():
         results = [
-            r for start in range(0, len(images), 250) for r in captioner.caption_features(features[start : start + 250])
+            r
+            for start in range(0, len(images), 250)
+            for r in captioner.caption_features(features[start : start + 250], **decoding)
         ]
         captions[precision] = [r.caption for r in results]
         timing = timings[precision]
@@ -93,9 +110,8 @@ def markdown(report: dict) -> str:
     rows = report["rows"]
     names = list(next(iter(rows.values()))["metrics"])
     lines = [
-        f"| decoder ({report['split']}, {report['threads']} threads) | identical to fp32 | decode ms (batch 1) | "
-        + " | ".join(names)
-        + " |",
+        f"| decoder ({report['split']}, {report['threads']} threads, beam {report['decoding']['beam_size']}) "
+        "| identical to fp32 | decode ms (batch 1) | " + " | ".join(names) + " |",
         "|---|---:|---:|" + "---:|" * len(names),
     ]
     for precision, row in rows.items():

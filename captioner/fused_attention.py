@@ -20,8 +20,9 @@ fp16 products a word:
 * the context as a matrix product instead of a broadcast multiply and sum.
 
 Weights are stored in fp16 and multiplied in fp32 (fbgemm's fp16 GEMM, as in
-``torch.ao`` dynamic quantisation). The step and a greedy loop over it run as TorchScript
-(:mod:`captioner.fused_kernels`). Inference only: it has no gradients and no dropout.
+``torch.ao`` dynamic quantisation). The step and a greedy loop over it run in C++
+(:mod:`captioner.native_decoder`), or as TorchScript (:mod:`captioner.fused_kernels`) where the
+C++ kernels cannot be built or ``native=False``. Inference only: no gradients and no dropout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from captioner.attention import AttentionCaptionModel
 from captioner.fused_kernels import Record, State, Weights, fused_greedy, fused_step
+from captioner.native_decoder import native_greedy, native_initial_state, native_kernels_available, native_step
 from captioner.torchscript import scripted
 
 __all__ = ["FusedAttentionDecoder", "FusedState"]
@@ -59,9 +61,10 @@ def _ifog(gates: torch.Tensor) -> torch.Tensor:
 
 class FusedAttentionDecoder(nn.Module):
     """The decoding interface of :class:`AttentionCaptionModel` (``init_state``, ``step``,
-    ``select_state``, ``attention_weights``) with fused fp16 weights, for CPU inference."""
+    ``select_state``, ``attention_weights``) with fused fp16 weights, for CPU inference.
+    ``native``: run the C++ kernels where they build (:attr:`native` says whether they run)."""
 
-    def __init__(self, model: AttentionCaptionModel) -> None:
+    def __init__(self, model: AttentionCaptionModel, *, native: bool = True) -> None:
         super().__init__()
         self.config = model.config
         self.attention_dim, self.embed_dim = model.config.attention_dim, model.config.embed_dim
@@ -80,13 +83,16 @@ class FusedAttentionDecoder(nn.Module):
         )
         hidden_weight = torch.cat([2.0 * model.query.weight, model.gate.weight, _ifog(cell.weight_hh)])
         hidden_bias = torch.cat([2.0 * model.query.bias, model.gate.bias, _ifog(cell.bias_hh + cell.bias_ih)])
-        self._from_hidden = _pack(hidden_weight, hidden_bias)  # the first step's, from the initial h
-        self._from_new_hidden = _pack(
+        self._from_new_hidden = _pack(  # the first step reads it too, less its logits
             torch.cat([model.head.weight, hidden_weight]), torch.cat([model.head.bias, hidden_bias])
         )
         self._from_context = _pack(context_weights, None)
         self._sizes = [self.attention_dim, self.embed_dim, self.vocab_size]
-        self._step, self._greedy = scripted(fused_step), scripted(fused_greedy)
+        self.native = native and native_kernels_available()
+        if self.native:
+            self._step, self._greedy = native_step, native_greedy
+        else:
+            self._step, self._greedy = scripted(fused_step), scripted(fused_greedy)
         self.requires_grad_(False)
         self.eval()
 
@@ -102,10 +108,14 @@ class FusedAttentionDecoder(nn.Module):
         """The state before ``<start>`` as the TorchScript kernels take it (no attention weights yet)."""
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
+        if self.native:
+            products = (self._glue, self._init, self._key, self._from_new_hidden)
+            return native_initial_state(features, self.norm, products, self.vocab_size)
         locations = _linear(self.norm(features.float()), self._glue)  # (B, L, E)
         h, c = torch.tanh(_linear(locations.mean(dim=1), self._init)).chunk(2, dim=1)
         keys = _linear(locations, self._key)
-        return h.contiguous(), c.contiguous(), locations, keys, _linear(h, self._from_hidden)
+        from_h = _linear(h, self._from_new_hidden)[:, self.vocab_size :]
+        return h.contiguous(), c.contiguous(), locations, keys, from_h
 
     def step(self, tokens: torch.Tensor, state: FusedState) -> tuple[torch.Tensor, FusedState]:
         """One word: tokens (B,) -> logits (B, V); the new state carries this step's attention (B, L)."""
@@ -116,7 +126,7 @@ class FusedAttentionDecoder(nn.Module):
         return logits, (h, c, locations, keys, weights, from_h)
 
     def greedy_records(self, features: torch.Tensor, **options: Any) -> list[Record]:
-        """Greedy decoding in one TorchScript call: the per-step records of
+        """Greedy decoding in one call to the compiled loop: the per-step records of
         :func:`captioner.decoding.greedy_decode`, the same as its Python loop over :meth:`step`.
         ``options``: ``mask``, ``scale``, ``start_id``, ``end_id``, ``max_length``, ``top_k`` of
         :func:`~captioner.fused_kernels.fused_greedy`."""

@@ -5,10 +5,9 @@ import skimage.data
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
 from captioner.batchnorm_folding import fold_batch_norms
-from captioner.encoders import ScaleAndNormalise, build_encoder, efficientnet_lite_classifier
+from captioner.encoders import build_encoder, efficientnet_lite_classifier
 
 IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -76,15 +75,6 @@ def test_fold_batch_norms_keeps_the_function_and_the_activation():
     assert fold_batch_norms(net) == 1
     assert isinstance(net[1], nn.Identity) and isinstance(net[2], nn.ReLU)
     assert torch.allclose(net(x), expected, atol=1e-5)
-
-
-def test_scale_and_normalise_equals_torchvision_to_dtype_and_normalize():
-    image = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    expected = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(image))
-    assert torch.allclose(ScaleAndNormalise(mean, std)(image), expected, atol=1e-5)
-    with pytest.raises(TypeError, match="uint8"):
-        ScaleAndNormalise(mean, std)(image.float())
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "torchvision:resnet18"])

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,9 +72,11 @@ class _StepsOnly:
         self.attention_weights = fused.attention_weights
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torchscript"])
 @pytest.mark.parametrize("images", [1, 5])
-def test_compiled_greedy_loop_gives_exactly_what_the_python_loop_gives(half_rounded, small_vocab, images):
-    fused = FusedAttentionDecoder(half_rounded)
+def test_compiled_greedy_loop_gives_exactly_what_the_python_loop_gives(half_rounded, small_vocab, images, native):
+    fused = FusedAttentionDecoder(half_rounded, native=native)
+    assert fused.native == native
     torch.manual_seed(images)
     maps = torch.randn(images, 16, 3, 3)
     ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 9, "top_k": 3}
@@ -83,7 +91,7 @@ def test_compiled_greedy_loop_gives_exactly_what_the_python_loop_gives(half_roun
 
 
 def test_decoder_runs_in_python_where_torchscript_cannot_compile(half_rounded, small_vocab, monkeypatch):
-    compiled = FusedAttentionDecoder(half_rounded)
+    compiled = FusedAttentionDecoder(half_rounded, native=False)
     assert isinstance(compiled._greedy, torch.jit.ScriptFunction)
 
     def no_sources(function):
@@ -91,9 +99,73 @@ def test_decoder_runs_in_python_where_torchscript_cannot_compile(half_rounded, s
 
     monkeypatch.setattr(torch.jit, "script", no_sources)
     with pytest.warns(UserWarning, match="runs in Python"):
-        in_python = FusedAttentionDecoder(half_rounded)
+        in_python = FusedAttentionDecoder(half_rounded, native=False)
     assert not isinstance(in_python._greedy, torch.jit.ScriptFunction)
     maps = torch.randn(3, 16, 3, 3)
     ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 7}
     for decode, options in ((greedy_decode, {}), (beam_search, {"beam_size": 2})):
         assert decode(in_python, maps, **ids, **options) == decode(compiled, maps, **ids, **options)
+
+
+def test_native_and_torchscript_kernels_compute_the_same_steps(half_rounded, small_vocab):
+    native, torchscript = FusedAttentionDecoder(half_rounded), FusedAttentionDecoder(half_rounded, native=False)
+    assert native.native, "the C++ kernels should build here (a C++ compiler and ninja are installed)"
+    torch.manual_seed(0)
+    maps = torch.randn(4, 16, 3, 3)
+    tokens = torch.randint(4, len(small_vocab), (4, 6))
+    with torch.inference_mode():
+        ours, theirs = native.init_state(maps), torchscript.init_state(maps)
+        shared = beam_rows(ours), beam_rows(theirs)  # one image's locations for every row, as in beam search
+        for t in range(tokens.shape[1]):
+            logits, ours = native.step(tokens[:, t], ours)
+            expected, theirs = torchscript.step(tokens[:, t], theirs)
+            assert torch.allclose(logits, expected, atol=1e-5)
+            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
+            logits, _ = native.step(tokens[:, t], shared[0])
+            expected, _ = torchscript.step(tokens[:, t], shared[1])
+            assert torch.allclose(logits, expected, atol=1e-5)
+    ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 9}
+    for decode, options in ((greedy_decode, {}), (beam_search, {"beam_size": 3, "no_repeat_ngram": 2})):
+        expected = decode(torchscript, maps, **ids, **options)
+        assert [d.token_ids for d in decode(native, maps, **ids, **options)] == [d.token_ids for d in expected]
+
+
+def beam_rows(state: tuple) -> tuple:
+    """The state with the first image's locations and keys shared by every row."""
+    h, c, locations, keys, weights, from_h = state
+    return h, c, locations[:1], keys[:1], weights, from_h
+
+
+def test_native_step_rejects_a_token_outside_the_vocabulary(half_rounded, small_vocab):
+    fused = FusedAttentionDecoder(half_rounded)
+    state = fused.init_state(torch.randn(1, 16, 3, 3))
+    with pytest.raises(RuntimeError, match="token id out of range"):
+        fused.step(torch.tensor([len(small_vocab)]), state)
+
+
+def test_decoder_keeps_the_torchscript_kernels_where_the_native_ones_cannot_build(tmp_path):
+    """No C++ compiler (a fresh extension folder, so nothing is cached): a warning, and captions."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        from captioner.config import ModelConfig
+        from captioner.attention import AttentionCaptionModel
+        from captioner.decoding import greedy_decode
+        from captioner.fused_attention import FusedAttentionDecoder
+
+        model = AttentionCaptionModel(ModelConfig(vocab_size=12, feature_dim=16, embed_dim=8, hidden_dim=8,
+                                                  attention=True, attention_dim=8))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fused = FusedAttentionDecoder(model.eval())
+        assert not fused.native and isinstance(fused._greedy, torch.jit.ScriptFunction)
+        assert any("native decoder kernels are unavailable" in str(w.message) for w in caught)
+        print(greedy_decode(fused, torch.randn(2, 16, 3, 3), start_id=1, end_id=2, max_length=5)[0].token_ids)
+        """
+    )
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("[")
