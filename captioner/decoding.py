@@ -170,22 +170,25 @@ def _decode_batch(
 
 def _decoded(records: list, batch_size: int, end_id: int) -> list[Decoded]:
     """The captions of a batch from per-step records (rows, top log-probs, top ids, tokens,
-    chosen log-probs, attention or None), built into Python objects once, at the end."""
+    chosen log-probs, attention or None), built into Python objects once, at the end: each
+    field of every step in one tensor, read out with one ``tolist``."""
+    rows, top_log_p, top_ids, chosen, chosen_log_p, weights = (list(field) for field in zip(*records))
+    chosen_log_p = torch.cat(chosen_log_p)
+    columns = zip(
+        torch.cat(rows).tolist(),
+        torch.cat(chosen).tolist(),
+        chosen_log_p.exp().tolist(),
+        chosen_log_p.tolist(),
+        torch.cat(top_ids).tolist(),
+        torch.cat(top_log_p).exp().tolist(),
+        torch.cat(weights).tolist() if weights[0] is not None else [None] * len(chosen_log_p),
+    )
     steps: list[list[Step]] = [[] for _ in range(batch_size)]
     log_probs = [0.0] * batch_size
-    for row_ids, top_log_p, top_ids, chosen, chosen_log_p, weights in records:
-        attention = weights.tolist() if weights is not None else [None] * len(chosen)
-        for row, token, prob, lp, ids, probs, attends in zip(
-            row_ids.tolist(),
-            chosen.tolist(),
-            chosen_log_p.exp().tolist(),  # the same float32 exp as the top-k: greedy's word is its top-1 exactly
-            chosen_log_p.tolist(),
-            top_ids.tolist(),
-            top_log_p.exp().tolist(),
-            attention,
-        ):
-            steps[row].append(Step(token, prob, tuple(ids), tuple(probs), tuple(attends) if attends else None))
-            log_probs[row] += lp
+    for row, token, prob, lp, ids, probs, attends in columns:
+        prob = probs[0] if token == ids[0] else prob  # the top-1's own number, so the two always agree
+        steps[row].append(Step(token, prob, tuple(ids), tuple(probs), tuple(attends) if attends else None))
+        log_probs[row] += lp
     return [Decoded(tuple(row), lp, row[-1].token_id == end_id) for row, lp in zip(steps, log_probs)]
 
 
