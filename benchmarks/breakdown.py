@@ -4,7 +4,9 @@
 
 Times, in alternation, on the demo photo and the shipped checkpoint: decoding the JPEG into
 the encoder's input, the encoder at batch 1, decoding words from the encoder's features
-(greedy and beam 5, glue and attention keys included), and ``Captioner.caption`` end to end.
+(greedy and beam 5, glue and attention keys included), and ``Captioner.caption`` end to end;
+for an attention checkpoint also greedy decoding and the caption on the decoder's TorchScript
+kernels (:mod:`captioner.fused_kernels`, what runs where the C++ ones cannot be built).
 To compare two commits, run it in a checkout of each, one after the other, a few times.
 """
 
@@ -19,6 +21,7 @@ import torch
 from benchmarks.run import PHOTO
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
+from captioner.fused_attention import FusedAttentionDecoder
 
 __all__ = ["main"]
 
@@ -40,17 +43,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     def encode() -> torch.Tensor:
         return captioner.encoder(picture)
 
-    timings = measure_interleaved(
-        {
-            "preprocess (JPEG file -> input tensor)": lambda: captioner.preprocess(PHOTO),
-            "encoder, batch 1": encode,
-            "decode greedy (features -> words)": lambda: captioner.caption_features(features, beam_size=1),
-            "decode beam 5": lambda: captioner.caption_features(features, beam_size=5),
-            "caption greedy, end to end": lambda: captioner.caption(PHOTO, beam_size=1),
-        },
-        warmup=10,
-        repeats=args.repeats,
-    )
+    stages = {
+        "preprocess (JPEG file -> input tensor)": lambda: captioner.preprocess(PHOTO),
+        "encoder, batch 1": encode,
+        "decode greedy (features -> words)": lambda: captioner.caption_features(features, beam_size=1),
+        "decode beam 5": lambda: captioner.caption_features(features, beam_size=5),
+        "caption greedy, end to end": lambda: captioner.caption(PHOTO, beam_size=1),
+    }
+    if isinstance(captioner.model, FusedAttentionDecoder) and captioner.model.native:
+        torchscript = Captioner(captioner.checkpoint, captioner.encoder)
+        torchscript.model = FusedAttentionDecoder(captioner.checkpoint.model, native=False)
+        stages["decode greedy, TorchScript kernels"] = lambda: torchscript.caption_features(features, beam_size=1)
+        stages["caption greedy, TorchScript kernels"] = lambda: torchscript.caption(PHOTO, beam_size=1)
+    timings = measure_interleaved(stages, warmup=10, repeats=args.repeats)
     rows = {name: timing.to_dict() for name, timing in timings.items()}
     words = len(captioner.caption_features(features, beam_size=1)[0].steps)
     print(f"| {PHOTO.name}, {words} words, {args.threads} threads | median ms | p95 ms |\n|---|---:|---:|")
