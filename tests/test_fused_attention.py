@@ -136,11 +136,14 @@ def beam_rows(state: tuple) -> tuple:
     return h, c, locations[:1], keys[:1], weights, from_h
 
 
-def test_native_step_rejects_a_token_outside_the_vocabulary(half_rounded, small_vocab):
+def test_native_step_rejects_a_token_outside_the_vocabulary_and_a_mismatched_state(half_rounded, small_vocab):
     fused = FusedAttentionDecoder(half_rounded)
     state = fused.init_state(torch.randn(1, 16, 3, 3))
     with pytest.raises(RuntimeError, match="token id out of range"):
         fused.step(torch.tensor([len(small_vocab)]), state)
+    h, c, *rest = state
+    with pytest.raises(RuntimeError, match="one row per caption"):  # checked, not read out of bounds
+        fused.step(torch.tensor([4]), (h, c[:, :-1].contiguous(), *rest))
 
 
 def test_decoder_keeps_the_torchscript_kernels_where_the_native_ones_cannot_build(tmp_path):

@@ -64,8 +64,14 @@ void check_state(const State& s, const Weights& w) {
   TORCH_CHECK(s.h.is_contiguous() && s.c.is_contiguous() && s.locations.is_contiguous() && s.keys.is_contiguous() &&
                   w.word_gates.is_contiguous() && w.score_weight.is_contiguous() && s.from_h.stride(1) == 1,
               "the native decoder takes contiguous state tensors");
+  TORCH_CHECK(s.h.dim() == 2 && s.c.sizes() == s.h.sizes() && s.from_h.dim() == 2 && s.from_h.size(0) == s.h.size(0),
+              "h, c and from_h need one row per caption");
   const int64_t hidden = s.h.size(1);
   TORCH_CHECK(s.from_h.size(1) == w.attention_dim + w.embed_dim + 4 * hidden, "from_h has the wrong width");
+  TORCH_CHECK(w.word_gates.dim() == 2 && w.word_gates.size(1) == 4 * hidden && w.score_weight.numel() == w.attention_dim,
+              "the word gate table or the score weight does not fit the state");
+  TORCH_CHECK(s.keys.dim() == 3 && s.locations.dim() == 3 && s.keys.size(1) == s.locations.size(1),
+              "keys and locations need the same locations");
   TORCH_CHECK(s.keys.size(2) == w.attention_dim && s.locations.size(2) == w.embed_dim, "keys or locations: wrong width");
   TORCH_CHECK(s.locations.size(0) == s.keys.size(0) && (s.keys.size(0) == 1 || s.keys.size(0) == s.h.size(0)),
               "keys and locations need one row, or one per caption");
