@@ -26,7 +26,9 @@ using torch::jit::Stack;
 // fbgemm's JIT-compiled AVX2 kernels return with the upper halves of the YMM registers in use; until
 // a vzeroupper, every SSE instruction that follows (glibc's, and this file's, compiled for baseline
 // x86-64) pays a transition penalty: here it made the loops after the products four times slower.
+#if defined(__x86_64__)
 __attribute__((target("avx"))) void vzeroupper() { __builtin_ia32_vzeroupper(); }
+#endif
 
 void clear_upper_vector_state() {
 #if defined(__x86_64__)
