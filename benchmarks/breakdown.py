@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         "caption greedy, end to end": lambda: captioner.caption(PHOTO, beam_size=1),
     }
     if isinstance(captioner.model, FusedAttentionDecoder) and captioner.model.native:
-        torchscript = Captioner(captioner.checkpoint, captioner.encoder)
-        torchscript.model = FusedAttentionDecoder(captioner.checkpoint.model, native=False)
+        torchscript = Captioner(
+            captioner.checkpoint, captioner.encoder, decoder_precision=captioner.decoder_precision, native_decoder=False
+        )
         stages["decode greedy, TorchScript kernels"] = lambda: torchscript.caption_features(features, beam_size=1)
         stages["caption greedy, TorchScript kernels"] = lambda: torchscript.caption(PHOTO, beam_size=1)
     timings = measure_interleaved(stages, warmup=10, repeats=args.repeats)

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 from captioner.attention import AttentionCaptionModel
-from captioner.fused_attention import FusedAttentionDecoder
 from captioner.precision import DECODER_PRECISIONS, dynamically_quantised
 from training.datasets import SPLITS, load_corpus
 from training.metrics import java_available, score_captions
@@ -68,14 +67,13 @@ def main(argv: list[str] | None = None) -> dict:
         precision: Captioner(reference.checkpoint, reference.encoder, decoder_precision=precision)
         for precision in DECODER_PRECISIONS
     }
-    variants = {
-        "fp16, unfused (torch.ao dynamic quantisation)": dynamically_quantised(reference.checkpoint.model, "fp16")
-    }
+    unfused = "fp16, unfused (torch.ao dynamic quantisation)"
+    captioners[unfused] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
+    captioners[unfused].model = dynamically_quantised(reference.checkpoint.model, "fp16")
     if isinstance(reference.checkpoint.model, AttentionCaptionModel):
-        variants["fp16, fused, TorchScript kernels"] = FusedAttentionDecoder(reference.checkpoint.model, native=False)
-    for name, model in variants.items():
-        captioners[name] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
-        captioners[name].model = model
+        captioners["fp16, fused, TorchScript kernels"] = Captioner(
+            reference.checkpoint, reference.encoder, decoder_precision="fp16", native_decoder=False
+        )
     first = features[:1].clone()  # one image's features, in a buffer of their own
     timings = measure_interleaved(
         {name: lambda c=captioner: c.caption_features(first, **decoding) for name, captioner in captioners.items()},

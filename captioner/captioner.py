@@ -95,7 +95,16 @@ def _thumbnail(image: Image.Image, size: int = 320) -> Image.Image:
 class Captioner:
     """Encoder + glue + LSTM decoder with its vocabulary, loaded from one checkpoint."""
 
-    def __init__(self, checkpoint: Checkpoint, encoder: ImageEncoder, *, decoder_precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        encoder: ImageEncoder,
+        *,
+        decoder_precision: str = "fp32",
+        native_decoder: bool = True,
+    ) -> None:
+        """``native_decoder``: the fused fp16 attention decoder runs its C++ kernels where they
+        build (False: its TorchScript ones; see :mod:`captioner.native_decoder`)."""
         checkpoint.check_compatible(encoder=encoder.spec)
         if encoder.feature_dim != checkpoint.config.feature_dim:
             raise ValueError(
@@ -103,7 +112,7 @@ class Captioner:
             )
         self.checkpoint = checkpoint
         self.decoder_precision = decoder_precision
-        self.model = with_precision(checkpoint.model.eval(), decoder_precision)
+        self.model = with_precision(checkpoint.model.eval(), decoder_precision, native=native_decoder)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.encoder.trace_for_inference()

@@ -27,11 +27,11 @@ DECODER_PRECISIONS = ("fp32", "fp16", "int8")
 _DTYPES = {"fp16": torch.float16, "int8": torch.qint8}
 
 
-def with_precision(model: nn.Module, precision: str) -> nn.Module:
+def with_precision(model: nn.Module, precision: str, *, native: bool = True) -> nn.Module:
     """A copy of ``model`` whose Linear and LSTM-cell weights are stored in ``precision``.
 
     ``fp32`` returns ``model`` itself. Quantised kernels are CPU-only, so the model must be on
-    the CPU for ``fp16``/``int8``.
+    the CPU for ``fp16``/``int8``. ``native``: see :class:`FusedAttentionDecoder`.
     """
     if precision not in DECODER_PRECISIONS:
         raise ValueError(f"decoder precision must be one of {', '.join(DECODER_PRECISIONS)}, not {precision!r}")
@@ -40,7 +40,7 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError(f"decoder precision {precision!r} runs on the CPU only; use 'fp32' on other devices")
     if precision == "fp16" and isinstance(model, AttentionCaptionModel):
-        return FusedAttentionDecoder(model)
+        return FusedAttentionDecoder(model, native=native)
     return dynamically_quantised(model, precision)
 
 
