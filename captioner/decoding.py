@@ -172,7 +172,7 @@ def _decoded(records: list, batch_size: int, end_id: int) -> list[Decoded]:
     """The captions of a batch from per-step records (rows, top log-probs, top ids, tokens,
     chosen log-probs, attention or None), built into Python objects once, at the end: each
     field of every step in one tensor, read out with one ``tolist``."""
-    rows, top_log_p, top_ids, chosen, chosen_log_p, weights = (list(field) for field in zip(*records))
+    rows, top_log_p, top_ids, chosen, chosen_log_p, weights = zip(*records)
     chosen_log_p = torch.cat(chosen_log_p)
     columns = zip(
         torch.cat(rows).tolist(),

@@ -183,7 +183,6 @@ State initial_state(const at::Tensor& features, const at::Tensor& norm_weight, c
                     const c10::IValue& from_new_hidden, int64_t vocab_size) {
   TORCH_CHECK(features.dim() == 3 && features.scalar_type() == at::kFloat, "features: a float32 (B, L, C) map");
   const auto normed = at::layer_norm(features, {features.size(2)}, norm_weight, norm_bias, eps);
-  clear_upper_vector_state();
   at::Tensor locations = linear_fp16(normed, glue);  // (B, L, E)
   const auto both = linear_fp16(locations.mean(1), init).tanh_().chunk(2, 1);
   at::Tensor h = both[0].contiguous(), c = both[1].contiguous();
