@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from training_helpers import tiny_train_config
+from training_helpers import tiny_scst_settings, tiny_train_config
 
 from captioner import Captioner
 from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -41,16 +41,7 @@ def tuned_run(tmp_path_factory, mini_corpus):
     xe = train(
         tiny_train_config(mini_corpus, tmp_path / "xe", features, attention=True, attention_dim=32, lr=5e-3, epochs=2)
     )
-    settings = dict(
-        data=str(mini_corpus),
-        init=str(xe),
-        features=str(features),
-        epochs=1,
-        batch_size=8,
-        samples=3,
-        lr=1e-3,
-        tune_encoder_stages=1,
-    )
+    settings = tiny_scst_settings(mini_corpus, xe, features, epochs=1, tune_encoder_stages=1)
     command = "extract_features --encoder efficientnet_lite0 --tune-encoder-stages 1"
     with pytest.raises(FileNotFoundError, match=command):
         train_scst(ScstConfig(run_dir=str(tmp_path / "no_cache"), **settings))

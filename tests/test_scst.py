@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider
-from training_helpers import read_log, tiny_train_config
+from training_helpers import read_log, tiny_scst_settings, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
@@ -65,20 +65,8 @@ def test_mean_baseline_needs_two_samples():
 def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus, baseline):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
-    best = train_scst(
-        ScstConfig(
-            data=str(mini_corpus),
-            init=str(xe),
-            run_dir=str(tmp_path / "scst"),
-            features=str(features),
-            epochs=2,
-            batch_size=8,
-            samples=3,
-            baseline=baseline,
-            lr=1e-3,
-            patience=5,
-        )
-    )
+    settings = tiny_scst_settings(mini_corpus, xe, features, epochs=2, baseline=baseline, patience=5)
+    best = train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), **settings))
     rows = read_log(tmp_path / "scst")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert all(float(r["sample_cider_d"]) >= 0 and float(r["baseline_cider_d"]) >= 0 for r in rows[1:])
@@ -92,17 +80,7 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
 def test_weight_average_is_validated_saved_and_resumed(tmp_path, mini_corpus):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
-    settings = dict(
-        data=str(mini_corpus),
-        init=str(xe),
-        run_dir=str(tmp_path / "scst"),
-        features=str(features),
-        batch_size=8,
-        samples=3,
-        lr=1e-3,
-        patience=5,
-        ema_decay=0.5,
-    )
+    settings = tiny_scst_settings(mini_corpus, xe, features, run_dir=str(tmp_path / "scst"), patience=5, ema_decay=0.5)
     train_scst(ScstConfig(epochs=1, **settings))
     train_scst(ScstConfig(epochs=2, resume=True, **settings))
     rows = read_log(tmp_path / "scst")
@@ -133,9 +111,7 @@ def test_self_critical_run_reads_the_mirrored_cache(tmp_path, mini_corpus):
 
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=2))
-    settings = dict(
-        data=str(mini_corpus), init=str(xe), features=str(features), epochs=1, batch_size=8, samples=3, lr=1e-3
-    )
+    settings = tiny_scst_settings(mini_corpus, xe, features, epochs=1)
     with pytest.raises(FileNotFoundError, match="extract_features --encoder efficientnet_lite0 --mirrored"):
         train_scst(ScstConfig(run_dir=str(tmp_path / "none"), mirrored=0.5, **settings))
     with pytest.raises(ValueError, match="--mirrored"):
@@ -170,9 +146,7 @@ def test_unknown_baseline_is_refused(tmp_path, mini_corpus):
 def test_sample_dropout_changes_what_is_sampled_and_nothing_else_does(tmp_path, mini_corpus):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.5, lr=5e-3, epochs=2))
-    settings = dict(
-        data=str(mini_corpus), init=str(xe), features=str(features), epochs=1, batch_size=8, samples=3, lr=1e-3
-    )
+    settings = tiny_scst_settings(mini_corpus, xe, features, epochs=1)
     for name, dropout in (("plain", False), ("again", False), ("dropout", True)):
         train_scst(ScstConfig(run_dir=str(tmp_path / name), sample_dropout=dropout, **settings))
     plain, again, dropout = (read_log(tmp_path / name)[1] for name in ("plain", "again", "dropout"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from training.train import TrainConfig
 
-__all__ = ["ROOT", "read_log", "tiny_settings", "tiny_train_config", "train_command"]
+__all__ = ["ROOT", "read_log", "tiny_scst_settings", "tiny_settings", "tiny_train_config", "train_command"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +24,13 @@ def tiny_settings(mini_corpus: Path, run: Path, features: Path, **overrides) -> 
         hidden_dim=48,
         batch_size=16,
     )
+    settings.update(overrides)
+    return settings
+
+
+def tiny_scst_settings(mini_corpus: Path, init: Path, features: Path, **overrides) -> dict:
+    """A self-critical run from ``init`` small enough for seconds; ``overrides`` set any other ScstConfig field."""
+    settings = dict(data=str(mini_corpus), init=str(init), features=str(features), batch_size=8, samples=3, lr=1e-3)
     settings.update(overrides)
     return settings
 
