@@ -102,9 +102,14 @@ class Captioner:
         *,
         decoder_precision: str = "fp32",
         native_decoder: bool = True,
+        encode_chunk_size: int | None = None,
     ) -> None:
         """``native_decoder``: the fused fp16 attention decoder runs its C++ kernels where they
-        build (False: its TorchScript ones; see :mod:`captioner.native_decoder`)."""
+        build (False: its TorchScript ones; see :mod:`captioner.native_decoder`).
+        ``encode_chunk_size``: images per encoder forward in :meth:`encode` (None: a few on the
+        CPU, all on an accelerator; see :func:`~captioner.encoders.default_chunk_size`)."""
+        if encode_chunk_size is not None and encode_chunk_size < 1:
+            raise ValueError(f"encode_chunk_size must be at least 1, not {encode_chunk_size}")
         checkpoint.check_compatible(encoder=encoder.spec)
         if encoder.feature_dim != checkpoint.config.feature_dim:
             raise ValueError(
@@ -112,6 +117,7 @@ class Captioner:
             )
         self.checkpoint = checkpoint
         self.decoder_precision = decoder_precision
+        self.encode_chunk_size = encode_chunk_size
         self.model = with_precision(checkpoint.model.eval(), decoder_precision, native=native_decoder)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
@@ -147,7 +153,7 @@ class Captioner:
         batch = torch.empty((len(pictures), *pictures[0].shape), memory_format=torch.channels_last)
         for row, picture in zip(batch, pictures):
             row.copy_(picture)
-        return self.encoder(batch.to(self.device))
+        return self.encoder.encode_in_chunks(batch.to(self.device), self.encode_chunk_size)
 
     # -- captioning -----------------------------------------------------------
     def caption(self, image: ImageSource, **options: Any) -> CaptionResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import breakdown, decoder_precision, run
+from benchmarks import breakdown, decoder_precision, encoder_chunks, run
 from benchmarks.timing import Timing, measure_interleaved
 
 
@@ -21,6 +21,7 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     expected = {
         "encoder forward, batch 1",
         "encoder forward, batch 4",
+        "encoder forward, batch 4 in chunks of 4",
         "caption greedy (file -> words)",
         "caption beam 3",
         "caption beam 5",
@@ -37,12 +38,23 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     }
     assert set(rows) == expected
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows.values())
-    assert len(report["ratios"]) == 7 and all(v > 0 for v in report["ratios"].values())
+    assert len(report["ratios"]) == 8 and all(v > 0 for v in report["ratios"].values())
     assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, both clients
     assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"
     table = run.markdown(report)
     assert all(f"| {name} |" in table for name in expected)
+
+
+def test_encoder_chunk_sweep_times_every_chunk_size_and_plots_it(tmp_path):
+    out = tmp_path / "chunks.json"
+    report = encoder_chunks.main(["--batch", "4", "--chunks", "1", "2", "8", "--repeats", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert list(report["chunks"]) == ["1", "2", "4"]  # a chunk larger than the batch is the whole batch
+    assert all(r["ms_per_image"] > 0 for r in report["chunks"].values())
+    assert all(abs(r["ms_per_image"] - r["median_ms"] / 4) < 0.01 for r in report["chunks"].values())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "| 2 |" in encoder_chunks.markdown(report)
 
 
 def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, mini_corpus):

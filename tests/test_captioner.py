@@ -64,6 +64,25 @@ def test_batch_matches_single(shipped: Captioner, mini_corpus, dog_photo):
     assert shipped.caption_batch([]) == []
 
 
+def test_encode_runs_the_encoder_a_few_images_at_a_time(shipped: Captioner, mini_corpus):
+    photos = sorted((mini_corpus / "images").glob("*.jpg"))[:6]
+    batch = torch.stack([shipped.preprocess(p) for p in photos]).contiguous(memory_format=torch.channels_last)
+    sizes = []
+    hook = shipped.encoder.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    try:
+        maps = shipped.encode(photos)
+        in_pairs = shipped.encoder.encode_in_chunks(batch, 2)
+    finally:
+        hook.remove()
+    assert sizes == [4, 2, 2, 2, 2]  # the CPU's default chunks of 4, then chunks of 2
+    with torch.inference_mode():
+        whole = shipped.encoder(batch)
+    torch.testing.assert_close(maps, whole)
+    torch.testing.assert_close(in_pairs, whole)
+    with pytest.raises(ValueError, match="encode_chunk_size must be at least 1"):
+        Captioner(shipped.checkpoint, shipped.encoder, encode_chunk_size=0)
+
+
 def test_video_caption_averages_frames(shipped: Captioner, tmp_path, dog_photo):
     clip = write_clip(tmp_path / "dog.mp4", dog_photo)
     result = shipped.caption_video(clip, num_frames=4)

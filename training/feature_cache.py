@@ -130,7 +130,7 @@ def extract_features(
     done = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"features {encoder.spec.name}", unit="batch", disable=rank != 0):
-            maps = encoder(batch.to(device).contiguous(memory_format=torch.channels_last))  # (B, C, H, W)
+            maps = encoder.encode_in_chunks(batch.to(device).contiguous(memory_format=torch.channels_last))
             array[mine[done : done + len(maps)]] = maps.float().cpu().numpy().astype(np.float16)
             done += len(maps)
     array.flush()
