@@ -9,9 +9,16 @@ Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The app runs on the CPU and compiles no GPU kernels, yet torchvision's import reaches
+# torch._dynamo, which imports Triton (the GPU kernel compiler CUDA builds of torch ship with):
+# 74 MB of the app's memory. Marked absent, torch goes without it as on its CPU-only builds.
+# CAPTIONER_ALLOW_TRITON=1 leaves it importable; a process that has imported it keeps it.
+if not os.environ.get("CAPTIONER_ALLOW_TRITON"):
+    sys.modules.setdefault("triton", None)
 
 from pathlib import Path  # noqa: E402
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
@@ -54,6 +55,7 @@ def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
             sessions = list(pool.map(client_session, range(CLIENTS)))
         wall = time.perf_counter() - started
         rss_after = server.rss_mb()
+        mapped = Path(f"/proc/{server.process.pid}/maps").read_text()
     finally:
         server.close()
     results = [r for session in sessions for r in session]
@@ -70,3 +72,4 @@ def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
     # this run grew by 400-800 MB; with it, by tens of MB (see README, Robustness). A leak of
     # one upload or frame per request (400 x 0.3-1 MB) fails this.
     assert rss_after - rss_before < 120
+    assert "libtriton" not in mapped and "libtorch_cpu" in mapped  # app.py keeps Triton out (74 MB)
