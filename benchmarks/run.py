@@ -22,7 +22,6 @@ from PIL import Image
 from benchmarks.references import resnet50_lstm, transformer_captioners
 from benchmarks.timing import measure, measure_interleaved
 from captioner import Captioner
-from captioner.encoders import default_chunk_size
 from captioner.media import load_image
 
 __all__ = ["main"]
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
             record(name, timing)
     # caption_batch runs the encoder a few images at a time (Captioner.encode): one forward of
     # the whole batch is the floor the issue names, the same chunks the captioner's own floor
-    chunk = captioner.encode_chunk_size or default_chunk_size(captioner.device) or args.batch
+    chunk = captioner.encode_chunk_size or args.batch
     batched = {
         f"encoder forward, batch {args.batch}": lambda: bare_encoder(many),
         _chunked_row(args.batch, chunk): lambda: bare_encoder(many, chunk),

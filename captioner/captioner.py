@@ -18,7 +18,7 @@ from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
-from captioner.encoders import ImageEncoder, ImagePreprocessor
+from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
 from captioner.precision import with_precision
 from captioner.vocab import END
@@ -117,11 +117,12 @@ class Captioner:
             )
         self.checkpoint = checkpoint
         self.decoder_precision = decoder_precision
-        self.encode_chunk_size = encode_chunk_size
         self.model = with_precision(checkpoint.model.eval(), decoder_precision, native=native_decoder)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.encoder.trace_for_inference()
+        # images per forward in encode (None: the whole batch)
+        self.encode_chunk_size = encode_chunk_size or default_chunk_size(self.device)
         self.preprocess = ImagePreprocessor(encoder.spec)
         self.transform = self.preprocess.transform  # decoded image -> tensor (the benchmarks time it alone)
 
