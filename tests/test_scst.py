@@ -41,6 +41,21 @@ def test_sampling_masks_after_end(small_model, small_vocab):
         assert torch.all(lp[: len([t for t in row if t])] < 0)
 
 
+@pytest.mark.parametrize("model_name", ["small_model", "attention_model"])
+def test_samples_of_an_image_share_its_state_and_match_sampling_repeated_rows(request, small_vocab, model_name):
+    model = request.getfixturevalue(model_name).eval()
+    features = torch.randn(4, 16) if model_name == "small_model" else torch.randn(4, 16, 3, 3)
+    ids = {"start_id": small_vocab.start_id, "end_id": small_vocab.end_id, "max_length": 9}
+    torch.manual_seed(3)
+    shared, shared_log_p = sample_captions(model, features, samples=3, **ids)
+    torch.manual_seed(3)
+    repeated, repeated_log_p = sample_captions(model, features.repeat_interleave(3, dim=0), **ids)
+    assert shared.shape[0] == 12
+    assert torch.equal(shared, repeated)
+    assert torch.allclose(shared_log_p, repeated_log_p, atol=1e-5)
+    assert len({tuple(row) for row in shared.tolist()}) > 4, "an image's samples should differ"
+
+
 def test_mean_of_other_samples_baseline_centres_each_image():
     rewards = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.2, 0.2]])
     result = advantages(rewards)

@@ -90,12 +90,20 @@ class ScstConfig:
 
 
 def sample_captions(
-    model: CaptionModel, features: torch.Tensor, *, start_id: int, end_id: int, max_length: int
+    model: CaptionModel, features: torch.Tensor, *, start_id: int, end_id: int, max_length: int, samples: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one caption per row. Returns token ids (B, T) (0 after ``<end>``) and their log-probs (B, T)."""
+    """Sample ``samples`` captions per image, image by image (image 0's first). Returns token ids
+    (B * samples, T) (0 after ``<end>``) and their log-probs (B * samples, T).
+
+    Each image's initial state (the glue, and a fine-tuned encoder top) is computed once and
+    repeated for its samples, so those layers run on B images, not B * samples; with dropout
+    on, an image's samples share its image-dropout mask."""
     state = model.init_state(features)
-    tokens = torch.full((features.shape[0],), start_id, dtype=torch.long)
-    alive = torch.ones(features.shape[0], dtype=torch.bool)
+    if samples > 1:
+        state = model.select_state(state, torch.arange(features.shape[0]).repeat_interleave(samples))
+    rows = features.shape[0] * samples
+    tokens = torch.full((rows,), start_id, dtype=torch.long)
+    alive = torch.ones(rows, dtype=torch.bool)
     ids, log_probs = [], []
     for _ in range(max_length):
         logits, state = model.step(tokens, state)
@@ -246,8 +254,9 @@ def train_scst(config: ScstConfig) -> Path:
             # validation use, so the greedy baseline and the samples come from one model;
             # --sample-dropout samples (and takes the gradient) with the dropout of training on.
             model.train(config.sample_dropout)
-            repeated = features.repeat_interleave(config.samples, dim=0)
-            sampled, log_probs = sample_captions(model, repeated, max_length=config.max_length, **ids)
+            sampled, log_probs = sample_captions(
+                model, features, samples=config.samples, max_length=config.max_length, **ids
+            )
             owners = index.repeat_interleave(config.samples).tolist()
             sample_rewards = torch.tensor(
                 [cider.score(_words(row, vocab), references[i], key=i) for row, i in zip(sampled.tolist(), owners)]
