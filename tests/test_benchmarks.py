@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import breakdown, decoder_precision, encoder_chunks, run
+from benchmarks import breakdown, decoder_precision, encoder_chunks, run, scst_batch
 from benchmarks.timing import Timing, measure_interleaved
 
 
@@ -55,6 +55,15 @@ def test_encoder_chunk_sweep_times_every_chunk_size_and_plots_it(tmp_path):
     assert all(abs(r["ms_per_image"] - r["median_ms"] / 4) < 0.01 for r in report["chunks"].values())
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| 2 |" in encoder_chunks.markdown(report)
+
+
+def test_self_critical_batch_benchmark_times_both_ways_for_each_tuned_depth():
+    rows = scst_batch.main(
+        ["--images", "2", "--samples", "2", "--stages", "1", "2", "--max-length", "4", "--repeats", "1"]
+    )
+    assert len(rows) == 4
+    assert {name.split(",")[0] for name in rows} == {"1 stage(s) tuned", "2 stage(s) tuned"}
+    assert all(row["median_ms"] > 0 and row["repeats"] == 1 for row in rows.values())
 
 
 def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, mini_corpus):
