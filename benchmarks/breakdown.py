@@ -7,6 +7,9 @@ the encoder's input, the encoder at batch 1, decoding words from the encoder's f
 (greedy and beam 5, glue and attention keys included), and ``Captioner.caption`` end to end;
 for an attention checkpoint also greedy decoding and the caption on the decoder's TorchScript
 kernels (:mod:`captioner.fused_kernels`, what runs where the C++ ones cannot be built).
+A second group, timed in alternation of its own, splits ``caption_batch`` of ``--batch`` photos
+the same way: preprocessing them into one batch, the encoder over it in the chunks
+``Captioner.encode`` runs, greedy decoding, and ``caption_batch`` end to end.
 To compare two commits, run it in a checkout of each, one after the other, a few times.
 """
 
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.run import PHOTO
+from benchmarks.run import PHOTO, photos_for_batch
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 from captioner.fused_attention import FusedAttentionDecoder
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32, help="photos in the batch group (0: leave it out)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         stages["decode greedy, TorchScript kernels"] = lambda: torchscript.caption_features(features, beam_size=1)
         stages["caption greedy, TorchScript kernels"] = lambda: torchscript.caption(PHOTO, beam_size=1)
     timings = measure_interleaved(stages, warmup=10, repeats=args.repeats)
+    if args.batch:
+        timings |= measure_interleaved(_batch_stages(captioner, args.batch), repeats=max(5, args.repeats // 5))
     rows = {name: timing.to_dict() for name, timing in timings.items()}
     words = len(captioner.caption_features(features, beam_size=1)[0].steps)
     print(f"| {PHOTO.name}, {words} words, {args.threads} threads | median ms | p95 ms |\n|---|---:|---:|")
@@ -65,6 +72,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return rows
+
+
+def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], object]]:
+    """``caption_batch`` of ``size`` photos and its parts, as stages to time in alternation."""
+    photos = photos_for_batch(size)
+    batch = captioner.preprocess.batch(photos)
+    features = captioner.encode(photos)
+    chunk = captioner.encode_chunk_size or size
+
+    @torch.inference_mode()
+    def encode() -> torch.Tensor:
+        return captioner.encoder.encode_in_chunks(batch, chunk)
+
+    return {
+        f"preprocess {size} photos into a batch": lambda: captioner.preprocess.batch(photos),
+        f"encoder, {size} photos in chunks of {chunk}": encode,
+        f"decode greedy, {size} photos": lambda: captioner.caption_features(features, beam_size=1),
+        f"caption_batch {size} greedy, end to end": lambda: captioner.caption_batch(photos, beam_size=1),
+    }
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.run import _photos
+from benchmarks.run import photos_for_batch
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     captioner = Captioner.load()
-    pictures = [captioner.preprocess(photo) for photo in _photos(args.batch)]
-    batch = torch.stack(pictures).contiguous(memory_format=torch.channels_last)
+    batch = captioner.preprocess.batch(photos_for_batch(args.batch))
     chunks = sorted({min(chunk, args.batch) for chunk in args.chunks})
 
     def encode(chunk: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from benchmarks.timing import measure, measure_interleaved
 from captioner import Captioner
 from captioner.media import load_image
 
-__all__ = ["main"]
+__all__ = ["main", "photos_for_batch"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "demo" / "flickr8k_dogs.jpg"
@@ -38,7 +38,8 @@ BESIDE_RESNET = "caption greedy, in turn with the ResNet-50 reference"
 CALLS_BESIDE = 5
 
 
-def _photos(count: int) -> list[Path]:
+def photos_for_batch(count: int) -> list[Path]:
+    """``count`` photos of the test fixture's Flickr8k images, repeated as needed."""
     pool = sorted((ROOT / "tests" / "fixtures" / "flickr8k_mini" / "images").glob("*.jpg"))
     return [pool[i % len(pool)] for i in range(count)]
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     image = Image.open(PHOTO).convert("RGB")
     one = transform(image)[None].contiguous(memory_format=torch.channels_last)
     many = transform(image)[None].repeat(args.batch, 1, 1, 1).contiguous(memory_format=torch.channels_last)
-    photos = _photos(args.batch)
+    photos = photos_for_batch(args.batch)
     scratch = tempfile.TemporaryDirectory(prefix="captioner-benchmark-")  # removed at exit, errors included
     phone = _phone_photo(Path(scratch.name) / "phone.jpg")
     reference = resnet50_lstm(captioner)
@@ -182,7 +183,7 @@ def _app_rows(args: argparse.Namespace, record: Callable) -> dict:
             record(name, timing)
         floor.close()
         done = 2 * (3 + args.app_requests)  # the app's requests so far, warm-ups included
-        for photo in _photos(max(0, args.rss_requests - done)):
+        for photo in photos_for_batch(max(0, args.rss_requests - done)):
             server.fast_client.predict(handle_file(str(photo)), api_name="/caption")
         app = {
             "startup_s": round(server.startup_s, 1),

@@ -148,12 +148,7 @@ class Captioner:
     @torch.inference_mode()
     def encode(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Preprocess and encode images into feature maps (B, C, H, W)."""
-        pictures = [self.preprocess(image) for image in images]
-        # the transform's output already lies channels-last in memory: copy each picture once
-        # into a channels-last batch instead of stacking (NCHW) and converting (a second copy)
-        batch = torch.empty((len(pictures), *pictures[0].shape), memory_format=torch.channels_last)
-        for row, picture in zip(batch, pictures):
-            row.copy_(picture)
+        batch = self.preprocess.batch(images)  # channels-last, as the encoder wants it
         return self.encoder.encode_in_chunks(batch.to(self.device), self.encode_chunk_size)
 
     # -- captioning -----------------------------------------------------------

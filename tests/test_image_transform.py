@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from captioner.encoders import EncoderSpec
+from captioner.encoders import EncoderSpec, ImagePreprocessor
 from captioner.image_transform import ImageTransform
+from captioner.media import MediaError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -47,3 +48,17 @@ def test_transform_output_lies_channels_last_and_other_colour_modes_become_rgb()
     assert out.stride() == (1, 32 * 3, 3)  # (C, H, W) over (H, W, C) memory: no copy into the batch layout
     grey = picture(40, 30, "L")
     assert torch.allclose(transform(grey), torchvision_pipeline(spec)(grey.convert("RGB")), atol=1e-5)
+
+
+def test_a_batch_is_each_picture_preprocessed_alone_in_one_channels_last_tensor():
+    spec = EncoderSpec("test", "none", 32, MEAN, STD, "bicubic", 40)
+    preprocess = ImagePreprocessor(spec)
+    sources = [picture(57, 41), picture(23, 90, "L"), np.asarray(picture(32, 32)), picture(40, 40, "RGBA")]
+    batch = preprocess.batch(sources)
+    assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.stack([preprocess(source) for source in sources]))
+    with pytest.raises(ValueError, match="no images"):
+        preprocess.batch([])
+    with pytest.raises(MediaError):
+        preprocess.batch([picture(32, 32), b"not an image"])
