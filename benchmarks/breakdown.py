@@ -78,13 +78,13 @@ def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], obj
     """``caption_batch`` of ``size`` photos and its parts, as stages to time in alternation."""
     photos = photos_for_batch(size)
     batch = captioner.preprocess.batch(photos)
-    features = captioner.encode(photos)
     chunk = captioner.encode_chunk_size or size
 
     @torch.inference_mode()
     def encode() -> torch.Tensor:
         return captioner.encoder.encode_in_chunks(batch, chunk)
 
+    features = encode()  # what Captioner.encode(photos) gives, without preprocessing them again
     return {
         f"preprocess {size} photos into a batch": lambda: captioner.preprocess.batch(photos),
         f"encoder, {size} photos in chunks of {chunk}": encode,
