@@ -9,7 +9,9 @@ for an attention checkpoint also greedy decoding and the caption on the decoder'
 kernels (:mod:`captioner.fused_kernels`, what runs where the C++ ones cannot be built).
 A second group, timed in alternation of its own, splits ``caption_batch`` of ``--batch`` photos
 the same way: preprocessing them into one batch, the encoder over it in the chunks
-``Captioner.encode`` runs, greedy decoding, and ``caption_batch`` end to end.
+``Captioner.encode`` runs, greedy decoding, and ``caption_batch`` end to end; a third splits
+``caption_video`` of a ``--clip-frames`` clip (the benchmark's panning clip): reading its frames,
+preprocessing them, the encoder, decoding the mean of their features, and end to end.
 To compare two commits, run it in a checkout of each, one after the other, a few times.
 """
 
@@ -17,15 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.run import PHOTO, photos_for_batch
+from benchmarks.run import PHOTO, clip_for_benchmark, photos_for_batch
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
 from captioner.fused_attention import FusedAttentionDecoder
+from captioner.media import read_video_frames
 
 __all__ = ["main"]
 
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32, help="photos in the batch group (0: leave it out)")
+    parser.add_argument("--clip-frames", type=int, default=16, help="frames of the clip group (0: leave it out)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     timings = measure_interleaved(stages, warmup=10, repeats=args.repeats)
     if args.batch:
         timings |= measure_interleaved(_batch_stages(captioner, args.batch), repeats=max(5, args.repeats // 5))
+    if args.clip_frames:
+        with tempfile.TemporaryDirectory(prefix="captioner-breakdown-") as scratch:
+            clip = clip_for_benchmark(Path(scratch) / "clip.mp4", args.clip_frames)
+            stages = _clip_stages(captioner, clip, args.clip_frames)
+            timings |= measure_interleaved(stages, repeats=max(5, args.repeats // 5))
     rows = {name: timing.to_dict() for name, timing in timings.items()}
     words = len(captioner.caption_features(features, beam_size=1)[0].steps)
     print(f"| {PHOTO.name}, {words} words, {args.threads} threads | median ms | p95 ms |\n|---|---:|---:|")
@@ -90,6 +100,28 @@ def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], obj
         f"encoder, {size} photos in chunks of {chunk}": encode,
         f"decode greedy, {size} photos": lambda: captioner.caption_features(features, beam_size=1),
         f"caption_batch {size} greedy, end to end": lambda: captioner.caption_batch(photos, beam_size=1),
+    }
+
+
+def _clip_stages(captioner: Captioner, clip: Path, frames: int) -> dict[str, Callable[[], object]]:
+    """``caption_video`` of ``frames`` frames and its parts, as stages to time in alternation."""
+    pictures = [frame.image for frame in read_video_frames(clip, num_frames=frames)]
+    batch = captioner.preprocess.batch(pictures)
+    chunk = captioner.encode_chunk_size or frames
+
+    @torch.inference_mode()
+    def encode() -> torch.Tensor:
+        return captioner.encoder.encode_in_chunks(batch, chunk)
+
+    pooled = encode().mean(dim=0, keepdim=True)  # the clip's caption decodes the frames' mean
+    return {
+        f"read {frames} frames of the clip": lambda: read_video_frames(clip, num_frames=frames),
+        f"preprocess {frames} frames into a batch": lambda: captioner.preprocess.batch(pictures),
+        f"encoder, {frames} frames in chunks of {chunk}": encode,
+        "decode greedy, the frames' mean features": lambda: captioner.caption_features(pooled, beam_size=1),
+        f"caption_video {frames} frames greedy, end to end": lambda: captioner.caption_video(
+            clip, num_frames=frames, beam_size=1
+        ),
     }
 
 

@@ -44,7 +44,7 @@ def photos_for_batch(count: int) -> list[Path]:
     return [pool[i % len(pool)] for i in range(count)]
 
 
-def _clip(path: Path, frames: int) -> Path:
+def clip_for_benchmark(path: Path, frames: int) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from media_helpers import write_clip
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name, timing in measure_interleaved(batched, repeats=max(5, args.repeats // 5)).items():
         record(name, timing, images=args.batch)
-    clip = _clip(Path(scratch.name) / "clip16.mp4", 16)
+    clip = clip_for_benchmark(Path(scratch.name) / "clip16.mp4", 16)
     record(
         "video clip, 16 frames, greedy",
         measure(lambda: captioner.caption_video(clip, num_frames=16, beam_size=1), repeats=max(5, args.repeats // 5)),

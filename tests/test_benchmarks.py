@@ -105,7 +105,7 @@ def test_per_call_timing_divides_a_timed_group_of_calls():
 
 def test_breakdown_times_each_stage_of_a_caption(tmp_path):
     out = tmp_path / "breakdown.json"
-    rows = breakdown.main(["--threads", "2", "--repeats", "3", "--batch", "6", "--out", str(out)])
+    rows = breakdown.main(["--threads", "2", "--repeats", "3", "--batch", "6", "--clip-frames", "5", "--out", str(out)])
     assert json.loads(out.read_text()) == rows
     assert list(rows) == [
         "preprocess (JPEG file -> input tensor)",
@@ -119,6 +119,11 @@ def test_breakdown_times_each_stage_of_a_caption(tmp_path):
         "encoder, 6 photos in chunks of 4",
         "decode greedy, 6 photos",
         "caption_batch 6 greedy, end to end",
+        "read 5 frames of the clip",  # caption_video's parts, a third group
+        "preprocess 5 frames into a batch",
+        "encoder, 5 frames in chunks of 4",
+        "decode greedy, the frames' mean features",
+        "caption_video 5 frames greedy, end to end",
     ]
     assert all(r["p95_ms"] >= r["median_ms"] > 0 for r in rows.values())
-    assert [r["repeats"] for r in rows.values()] == [3] * 7 + [5] * 4
+    assert [r["repeats"] for r in rows.values()] == [3] * 7 + [5] * 4 + [5] * 5
