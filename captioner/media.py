@@ -123,7 +123,9 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
 
 
 def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int = 3000) -> list[VideoFrame]:
-    """Decode ``num_frames`` evenly spaced frames of a clip (reading at most ``max_frames``).
+    """Decode ``num_frames`` evenly spaced frames of a clip (reading at most ``max_frames``),
+    turned upright as the clip's display matrix says (a phone's portrait clip is stored
+    sideways with a rotation to show it by, as a photo's EXIF orientation is).
 
     Raises:
         MediaError: missing, empty, corrupt, audio-only or frameless video.
@@ -150,7 +152,7 @@ def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int 
             fps = float(stream.average_rate or 25.0)
             for index, frame in enumerate(container.decode(stream)):
                 if index in wanted:
-                    frames.append(VideoFrame(index / fps, frame.to_image().convert("RGB")))
+                    frames.append(VideoFrame(index / fps, _upright(frame.to_image(), frame.rotation)))
                 if index >= max(wanted):
                     break
         if not frames:
@@ -160,6 +162,19 @@ def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int 
     except Exception as error:  # PyAV raises many types for broken containers
         raise MediaError(f"not a readable video ({type(error).__name__}: {error})") from error
     return frames
+
+
+_QUARTER_TURNS = {  # counter-clockwise degrees -> the transpose that turns the picture by them
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+def _upright(image: Image.Image, rotation: float) -> Image.Image:
+    """``image`` (RGB) turned counter-clockwise by ``rotation`` degrees, to the nearest quarter turn."""
+    turn = _QUARTER_TURNS.get(round(rotation / 90) % 4 * 90)
+    return image.transpose(turn) if turn is not None else image
 
 
 def _count_frames(path: Path, max_frames: int) -> int:

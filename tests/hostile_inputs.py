@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from media_helpers import write_clip
+from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
 __all__ = ["HostileCase", "make_corpus"]
@@ -120,6 +120,8 @@ def make_corpus(folder: Path, photo_path: Path) -> list[HostileCase]:
 
     iio.imwrite(folder / "long.mp4", long_clip, plugin="pyav", codec="libx264", fps=25)
     add("very long video (frame cap)", "long.mp4", None, None)
+    write_rotated_clip(folder / "portrait.mp4", photo.resize((192, 256)), 90)
+    add("phone clip stored sideways (display matrix)", "portrait.mp4", None, None)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("clip.mp4", clip)

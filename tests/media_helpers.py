@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8, size: int = 192) -> Path:
@@ -18,6 +19,25 @@ def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8, 
     top = (side - size) // 2
     clip = np.stack([photo[top : top + size, x : x + size] for x in offsets])
     iio.imwrite(path, clip, plugin="pyav", codec="libx264", fps=fps)
+    return path
+
+
+def write_rotated_clip(path: Path, picture: Image.Image, rotation: int, *, frames: int = 4) -> Path:
+    """Write an H.264 clip that shows ``picture`` upright as a phone's would: each frame stored
+    turned ``rotation`` degrees clockwise, with a display matrix that turns it back."""
+    import av
+
+    stored = np.asarray(picture.convert("RGB").rotate(-rotation, expand=True))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.height, stream.width = stored.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(rotation)
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

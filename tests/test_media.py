@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from media_helpers import write_clip
+from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
 from captioner.media import MediaError, is_video_path, load_image, read_video_frames
@@ -72,6 +72,16 @@ def test_video_frames_evenly_spaced(tmp_path, dog_photo):
     assert all(f.image.mode == "RGB" and f.image.size == (192, 192) for f in frames)
     assert len(read_video_frames(clip, num_frames=50)) == 16
     assert len(read_video_frames(clip, num_frames=4, max_frames=8)) == 4
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_video_frames_are_turned_upright_by_the_display_matrix(tmp_path, dog_photo, rotation):
+    picture = Image.open(dog_photo).convert("RGB").resize((192, 128))  # landscape: a turn shows in the size
+    clip = write_rotated_clip(tmp_path / "phone.mp4", picture, rotation)
+    frame = read_video_frames(clip, num_frames=1)[0].image
+    assert frame.size == picture.size
+    error = np.abs(np.asarray(frame, dtype=np.int16) - np.asarray(picture, dtype=np.int16)).mean()
+    assert error < 8  # H.264's loss; a frame left as stored differs by far more (or in size)
 
 
 def test_broken_videos_give_clear_errors(tmp_path, dog_photo):
