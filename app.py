@@ -32,7 +32,7 @@ from captioner.presentation import attention_overlays, highlighted_words, step_c
 
 DEMO_DIR = Path(__file__).parent / "demo"
 MAX_FILE_SIZE = "20mb"
-MAX_VIDEO_FRAMES = 1800  # frames decoded at most per clip (a minute at 30 fps)
+MAX_VIDEO_FRAMES = 1800  # a clip's frames are sampled from its first 1,800 (a minute at 30 fps)
 VIDEO_SEGMENTS = 4
 OVERLAY_SIZE = 256  # width of each attention heatmap picture
 _EXIF_IMAGE_UNIQUE_ID = 0xA420

@@ -5,9 +5,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioner.frame_sampling import frames_at
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = [
     "ImageSource",
@@ -122,16 +128,20 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int = 3000) -> list[VideoFrame]:
+def read_video_frames(
+    path: str | Path, *, num_frames: int = 8, max_frames: int = 3000, seek: bool = True
+) -> list[VideoFrame]:
     """Decode ``num_frames`` evenly spaced frames of a clip (reading at most ``max_frames``),
     turned upright as the clip's display matrix says (a phone's portrait clip is stored
     sideways with a rotation to show it by, as a photo's EXIF orientation is).
 
+    ``seek``: skip gaps of more than :data:`SEEK_AHEAD_SECONDS` between sampled frames by
+    seeking to the keyframe before the next one (the same frames, see
+    :mod:`captioner.frame_sampling`); False decodes every frame up to the last sampled one.
+
     Raises:
         MediaError: missing, empty, corrupt, audio-only or frameless video.
     """
-    import av
-
     path = Path(path)
     if num_frames < 1:
         raise ValueError("num_frames must be at least 1")
@@ -143,18 +153,14 @@ def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int 
         total = _count_frames(path, max_frames)
         if total == 0:
             raise MediaError("the video has no frames")
-        wanted = set(np.round(np.linspace(0, total - 1, num=min(num_frames, total))).astype(int))
-        frames = []
-        # PyAV directly (imageio's video backend): imageio's reader runs gc.collect() when it
-        # closes, which costs ~0.2 s per clip in a process holding torch and Gradio.
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or 25.0)
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    frames.append(VideoFrame(index / fps, _upright(frame.to_image(), frame.rotation)))
-                if index >= max(wanted):
-                    break
+        wanted = np.round(np.linspace(0, total - 1, num=min(num_frames, total))).astype(int).tolist()
+        try:
+            sampled = _sample(path, wanted, seek=seek)
+        except Exception:  # PyAV's errors, or a stream without the time base a seek needs
+            if not seek:
+                raise
+            sampled = _sample(path, wanted, seek=False)  # a container that cannot seek: read it through
+        frames = [VideoFrame(time, _upright(frame.to_image(), frame.rotation)) for time, frame in sampled]
         if not frames:
             raise MediaError("the video has no decodable frames")
     except MediaError:
@@ -162,6 +168,21 @@ def read_video_frames(path: str | Path, *, num_frames: int = 8, max_frames: int 
     except Exception as error:  # PyAV raises many types for broken containers
         raise MediaError(f"not a readable video ({type(error).__name__}: {error})") from error
     return frames
+
+
+SEEK_AHEAD_SECONDS = 2.0  # seek past gaps longer than this between sampled frames (phones: a keyframe a second or two)
+
+
+def _sample(path: Path, positions: list[int], *, seek: bool) -> list[tuple[float, av.VideoFrame]]:
+    """The decoded frames at ``positions``, with their times (see :func:`frames_at`)."""
+    import av
+
+    # PyAV directly (imageio's video backend): imageio's reader runs gc.collect() when it
+    # closes, which costs ~0.2 s per clip in a process holding torch and Gradio.
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        seek_ahead = round(SEEK_AHEAD_SECONDS * float(stream.average_rate or 25.0)) if seek else None
+        return frames_at(container, stream, positions, seek_ahead=seek_ahead)
 
 
 _QUARTER_TURNS = {  # counter-clockwise degrees -> the transpose that turns the picture by them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import breakdown, decoder_precision, encoder_chunks, run, scst_batch
+from benchmarks import breakdown, decoder_precision, encoder_chunks, long_clip, run, scst_batch
 from benchmarks.timing import Timing, measure_interleaved
 
 
@@ -127,3 +127,17 @@ def test_breakdown_times_each_stage_of_a_caption(tmp_path):
     ]
     assert all(r["p95_ms"] >= r["median_ms"] > 0 for r in rows.values())
     assert [r["repeats"] for r in rows.values()] == [3] * 7 + [5] * 4 + [5] * 5
+
+
+def test_long_clip_benchmark_times_both_reads_of_the_same_frames(tmp_path):
+    out = tmp_path / "long_clip.json"
+    report = long_clip.main(
+        [*("--seconds", "6", "--width", "96", "--height", "64", "--keyframe-seconds", "0.5"), "--repeats", "2"]
+        + ["--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == report
+    assert report["same frames"] is True
+    assert list(report["rows"]) == ["read 8 frames, seeking (default)", "read 8 frames, every frame decoded"]
+    assert all(row["median_ms"] > 0 and row["repeats"] == 2 for row in report["rows"].values())
+    assert report["clip"]["size"] == "96x64" and report["clip"]["seconds"] == 6.0
+    assert report["every frame decoded / seeking"] > 0

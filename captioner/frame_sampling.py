@@ -1,0 +1,62 @@
+"""A clip's frames at chosen positions: decoded in one pass, or by seeking over long gaps.
+
+A clip sampled at a few evenly spaced frames needs only those; decoding every frame in between
+costs most of the reading of a long phone clip (a 25-second 1080p clip: ~3 s on two cores).
+:func:`frames_at` decodes in order while the next wanted frame is near, and where it is more
+than ``seek_ahead`` frames on, asks the demuxer for the keyframe before it and decodes from
+there. Positions come from the frames' timestamps at the stream's average rate (the frame
+count where a clip has none), so both ways pick the same frames of a constant-rate clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
+
+__all__ = ["frames_at"]
+
+
+def frames_at(
+    container: InputContainer, stream: VideoStream, positions: Sequence[int], *, seek_ahead: int | None
+) -> list[tuple[float, VideoFrame]]:
+    """``(seconds from the first frame, frame)`` for each of ``positions`` (0 = the first frame)
+    of a PyAV ``stream``: the first frame at or after each position, each frame once.
+
+    ``seek_ahead``: seek where the next position is more than this many frames past the last
+    decoded one (None: never). Seeking stops for the rest of the clip once it lands where
+    decoding had already been (keyframes further apart than the gap: it would decode twice).
+    """
+    rate = float(stream.average_rate or 25.0)
+    pending = sorted(set(positions))
+    taken: list[tuple[float, VideoFrame]] = []
+    frames: Iterator[VideoFrame] = container.decode(stream)
+    start: float | None = None  # the first frame's time
+    position = -1  # the last decoded frame's
+    sought = -1  # the position last sought: each is sought once
+    while pending:
+        jumped = False
+        if seek_ahead is not None and start is not None and pending[0] - position > seek_ahead and pending[0] != sought:
+            sought = pending[0]
+            container.seek(int((start + sought / rate) / stream.time_base), stream=stream, backward=True)
+            frames, jumped = container.decode(stream), True
+        frame = next(frames, None)
+        if frame is None:
+            break
+        if start is None:
+            start = frame.time  # None for a stream without timestamps: positions are counted
+            if start is None:
+                seek_ahead = None
+        previous = position
+        position = round((frame.time - start) * rate) if start is not None and frame.time is not None else position + 1
+        if jumped and position <= previous:
+            seek_ahead = None  # landed behind: keyframes too far apart for seeking to pay
+        if position >= pending[0]:
+            time = frame.time - start if start is not None and frame.time is not None else position / rate
+            taken.append((time, frame))
+            pending = [p for p in pending if p > position]
+    return taken

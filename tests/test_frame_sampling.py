@@ -1,0 +1,77 @@
+"""Sampling a clip's frames by seeking over long gaps picks the frames one pass would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from captioner.frame_sampling import frames_at
+from captioner.media import read_video_frames
+
+
+def _numbered_clip(path: Path, frames: int, *, keyframe_interval: int) -> Path:
+    """A 30 fps clip whose frame i shows a bright bar at a height that says i (so frames differ)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval)}
+        for i in range(frames):
+            picture = np.full((48, 64, 3), 40, dtype=np.uint8)
+            picture[(i * 7) % 44 : (i * 7) % 44 + 4] = 230
+            picture[:, : i % 64] += 10
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class _Counting:
+    """A PyAV container that counts its seeks and the frames it decodes."""
+
+    def __init__(self, container) -> None:
+        self.container, self.seeks, self.decoded = container, 0, 0
+
+    def seek(self, *args, **kwargs) -> None:
+        self.seeks += 1
+        self.container.seek(*args, **kwargs)
+
+    def decode(self, stream):
+        for frame in self.container.decode(stream):
+            self.decoded += 1
+            yield frame
+
+
+def _sample(path: Path, positions: list[int], seek_ahead: int | None) -> tuple[list, _Counting]:
+    with av.open(str(path)) as container:
+        counting = _Counting(container)
+        sampled = frames_at(counting, container.streams.video[0], positions, seek_ahead=seek_ahead)
+        return [(round(time, 4), frame.to_ndarray(format="rgb24")) for time, frame in sampled], counting
+
+
+@pytest.mark.parametrize(("keyframe_interval", "seeks"), [(15, 7), (300, 1)])
+def test_seeking_picks_the_frames_one_pass_picks(tmp_path, keyframe_interval, seeks):
+    clip = _numbered_clip(tmp_path / "numbered.mp4", 300, keyframe_interval=keyframe_interval)
+    positions = np.round(np.linspace(0, 299, 8)).astype(int).tolist()
+    one_pass, read_through = _sample(clip, positions, None)
+    sought, seeking = _sample(clip, positions, 30)
+    assert [t for t, _ in one_pass] == [round(p / 30, 4) for p in positions]
+    assert [t for t, _ in sought] == [t for t, _ in one_pass]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(sought, one_pass))
+    assert read_through.seeks == 0 and read_through.decoded == 300
+    # keyframes every 15 frames: a seek to each gap, and a fraction of the decoding; one keyframe
+    # only: the first seek lands back at the start, and the rest of the clip is read through
+    assert seeking.seeks == seeks
+    if keyframe_interval == 15:
+        assert seeking.decoded < 150
+
+
+def test_read_video_frames_of_a_long_clip_are_its_evenly_spaced_frames(tmp_path):
+    clip = _numbered_clip(tmp_path / "long.mp4", 300, keyframe_interval=30)
+    frames = read_video_frames(clip, num_frames=5)
+    assert [round(f.time, 4) for f in frames] == [0.0, 2.5, 5.0, 7.4667, 9.9667]  # frames 0, 75, 150, 224, 299
+    one_pass, _ = _sample(clip, [0, 75, 150, 224, 299], None)
+    assert all(np.array_equal(np.asarray(f.image), pixels) for f, (_, pixels) in zip(frames, one_pass))
