@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
 from captioner.malloc import bound_heap_growth  # noqa: E402
-from captioner.media import load_image  # noqa: E402
+from captioner.media import load_image, register_image_plugins  # noqa: E402
 from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
 
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -54,7 +54,7 @@ class PhotoInput(gr.Image):
         except Image.DecompressionBombError as error:
             raise gr.Error(f"This image is too large to process ({error}).") from error
         except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, GIF, ...).") from error
+            raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, HEIC, GIF, ...).") from error
 
 
 GREEDY, BEAM = "greedy", "beam search"
@@ -96,6 +96,7 @@ def _outputs(result: CaptionResult) -> tuple:
 
 def build_demo(captioner: Captioner) -> gr.Blocks:
     """The Blocks app around a loaded captioner (loaded once, shared by all requests)."""
+    register_image_plugins()  # Gradio opens uploaded photos with Pillow before we see them: HEIC too
     # the checkpoint's own default decoding (chosen on val) is the app's default
     stored_beam = captioner.default_decoding["beam_size"]
     default_decoding, default_beam = (BEAM, stored_beam) if stored_beam > 1 else (GREEDY, 3)

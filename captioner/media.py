@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "is_video_path",
     "load_image",
     "read_video_frames",
+    "register_image_plugins",
 ]
 
 ImageSource = str | Path | Image.Image | np.ndarray | bytes
@@ -48,10 +50,24 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+@functools.cache
+def register_image_plugins() -> bool:
+    """Let Pillow open HEIC/HEIF photos (iPhones' default format) through pillow-heif where it is
+    installed (True then). Pillow's registry is process-wide: this registers once, and
+    :func:`load_image` calls it; an app whose framework opens uploads itself calls it first."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 def load_image(source: ImageSource, *, min_size: int | None = None) -> Image.Image:
     """Open ``source`` (path, bytes, PIL image or HxW[xC] array) as an upright RGB image.
 
-    EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images are
+    Any format Pillow reads, and HEIC/HEIF (see :func:`register_image_plugins`). EXIF
+    orientation is applied; palette, grey, 16-bit, CMYK and alpha images are
     converted to RGB (alpha composited on white); animated images give their first frame.
     Pillow's decompression-bomb limit is kept. With ``min_size``, a JPEG file is decoded at
     the smallest scale its codec offers (1/2, 1/4 or 1/8) that keeps both sides at least
@@ -80,6 +96,7 @@ def load_image(source: ImageSource, *, min_size: int | None = None) -> Image.Ima
 
 
 def _open(file: io.BytesIO | Path, label: str, min_size: int | None = None) -> Image.Image:
+    register_image_plugins()
     try:
         image = Image.open(file)
         image.seek(0)

@@ -16,6 +16,8 @@ import numpy as np
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
+from captioner.media import register_image_plugins
+
 __all__ = ["HostileCase", "make_corpus"]
 
 
@@ -83,6 +85,8 @@ def make_corpus(folder: Path, photo_path: Path) -> list[HostileCase]:
     save("EXIF-rotated JPEG", "rotated.jpg", photo.rotate(-90, expand=True), exif=exif, quality=95)
     save("greyscale JPEG", "grey.jpg", photo.convert("L"))
     save("WebP", "photo.webp", photo)
+    register_image_plugins()  # pillow-heif, for Pillow to write HEIC as it reads it
+    save("HEIC photo (iPhones' format)", "photo.heic", photo, format="HEIF")
     save("float TIFF", "float.tiff", Image.fromarray(np.asarray(photo.convert("L"), dtype=np.float32)))
     save("huge but allowed (6000x6000)", "huge.jpg", photo.resize((6000, 6000)))
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
-from captioner.media import MediaError, is_video_path, load_image, read_video_frames
+from captioner.media import MediaError, is_video_path, load_image, read_video_frames, register_image_plugins
 
 
 def _photo() -> Image.Image:
@@ -36,6 +39,24 @@ def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif)
     assert load_image(path).size == (40, 60)
+
+
+def test_heic_photos_open(tmp_path, dog_photo):
+    import pillow_heif  # a requirement
+
+    photo = Image.open(dog_photo).convert("RGB").resize((96, 64))
+    path = tmp_path / "iphone.heic"
+    pillow_heif.from_pillow(photo).save(path, quality=90)  # written without Pillow's registry
+    # a fresh process: load_image registers the HEIF opener itself, whatever ran before it
+    script = (
+        "import sys, numpy; from captioner.media import load_image; numpy.save(sys.argv[2], load_image(sys.argv[1]))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "loaded.npy")], check=True, cwd=root)
+    loaded = np.load(tmp_path / "loaded.npy")
+    assert loaded.shape == (64, 96, 3)
+    assert np.abs(loaded.astype(np.int16) - np.asarray(photo, dtype=np.int16)).mean() < 6
+    assert register_image_plugins() and load_image(path).size == photo.size
 
 
 def test_arrays_and_bytes(tmp_path):
