@@ -126,6 +126,8 @@ def make_corpus(folder: Path, photo_path: Path) -> list[HostileCase]:
     add("very long video (frame cap)", "long.mp4", None, None)
     write_rotated_clip(folder / "portrait.mp4", photo.resize((192, 256)), 90)
     add("phone clip stored sideways (display matrix)", "portrait.mp4", None, None)
+    write_rotated_clip(folder / "iphone.mov", photo.resize((192, 256)), -90, codec="libx265")
+    add("HEVC clip in a QuickTime .mov (iPhones' format)", "iphone.mov", None, None)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("clip.mp4", clip)

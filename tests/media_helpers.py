@@ -22,16 +22,20 @@ def write_clip(path: Path, image_path: Path, *, frames: int = 16, fps: int = 8, 
     return path
 
 
-def write_rotated_clip(path: Path, picture: Image.Image, rotation: int, *, frames: int = 4) -> Path:
-    """Write an H.264 clip that shows ``picture`` upright as a phone's would: each frame stored
-    turned ``rotation`` degrees clockwise, with a display matrix that turns it back."""
+def write_rotated_clip(
+    path: Path, picture: Image.Image, rotation: int, *, frames: int = 4, codec: str = "libx264"
+) -> Path:
+    """Write a clip (H.264, or ``codec``) that shows ``picture`` upright as a phone's would: each
+    frame stored turned ``rotation`` degrees clockwise, with a display matrix that turns it back."""
     import av
 
     stored = np.asarray(picture.convert("RGB").rotate(-rotation, expand=True))
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=8)
+        stream = container.add_stream(codec, rate=8)
         stream.height, stream.width = stored.shape[:2]
         stream.pix_fmt = "yuv420p"
+        if codec == "libx265":
+            stream.options = {"x265-params": "log-level=error"}
         stream.set_display_rotation(rotation)
         for _ in range(frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
