@@ -4,8 +4,10 @@ A clip sampled at a few evenly spaced frames needs only those; decoding every fr
 costs most of the reading of a long phone clip (a 25-second 1080p clip: ~3 s on two cores).
 :func:`frames_at` decodes in order while the next wanted frame is near, and where it is more
 than ``seek_ahead`` frames on, asks the demuxer for the keyframe before it and decodes from
-there. Positions come from the frames' timestamps at the stream's average rate (the frame
-count where a clip has none), so both ways pick the same frames of a constant-rate clip.
+there. Positions are counted frame by frame; where a seek lands, its frame's position is its
+timestamp at the stream's average rate, so both ways pick the same frames of a constant-rate
+clip (and of a variable-rate one read in one pass, which is every clip sampled densely).
+Frame times are the frames' timestamps.
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ def frames_at(
             if start is None:
                 seek_ahead = None
         previous = position
-        position = round((frame.time - start) * rate) if start is not None and frame.time is not None else position + 1
-        if jumped and position <= previous:
-            seek_ahead = None  # landed behind: keyframes too far apart for seeking to pay
+        if jumped and start is not None and frame.time is not None:
+            position = round((frame.time - start) * rate)  # where the seek landed, by its timestamp
+            if position <= previous:
+                seek_ahead = None  # landed behind: keyframes too far apart for seeking to pay
+        else:
+            position += 1  # counted, as a variable-rate clip's frames must be
         if position >= pending[0]:
             time = frame.time - start if start is not None and frame.time is not None else position / rate
             taken.append((time, frame))

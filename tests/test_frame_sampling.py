@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -75,3 +76,22 @@ def test_read_video_frames_of_a_long_clip_are_its_evenly_spaced_frames(tmp_path)
     assert [round(f.time, 4) for f in frames] == [0.0, 2.5, 5.0, 7.4667, 9.9667]  # frames 0, 75, 150, 224, 299
     one_pass, _ = _sample(clip, [0, 75, 150, 224, 299], None)
     assert all(np.array_equal(np.asarray(f.image), pixels) for f, (_, pixels) in zip(frames, one_pass))
+
+
+def test_a_variable_rate_clip_gives_every_sampled_frame_at_its_own_time(tmp_path):
+    stamps_ms = [0, 40, 80, 500, 540, 1500, 1540, 3000]  # bursts and pauses, as a phone records
+    path = tmp_path / "variable.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, stamp in enumerate(stamps_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 25 * i, dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = read_video_frames(path, num_frames=8)
+    assert [round(f.time, 3) for f in frames] == [stamp / 1000 for stamp in stamps_ms]
+    assert [round(float(np.asarray(f.image).mean()) / 25) for f in frames] == list(range(8))
