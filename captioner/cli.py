@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from captioner.captioner import Captioner
 from captioner.checkpoint import CheckpointError
-from captioner.media import MediaError, is_video_path
+from captioner.media import MediaError, is_video_path, media_files
 from captioner.precision import DECODER_PRECISIONS
 
 __all__ = ["main"]
@@ -19,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captioner", description="Caption images and video clips.")
     commands = parser.add_subparsers(dest="command", required=True)
     caption = commands.add_parser("caption", help="caption image or video files, one line each")
-    caption.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
+    caption.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image or video files, or folders of them (their photos and videos)"
+    )
     caption.add_argument("--checkpoint", help="checkpoint file (default: the shipped one)")
     caption.add_argument("--beam", type=int, help="beam size, 1 = greedy (default: the checkpoint's choice)")
     caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
@@ -42,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expanded(paths: Sequence[str]) -> list[str]:
+    """Each path, a folder replaced by the photos and videos in it (an empty one kept, to report)."""
+    expanded = []
+    for path in paths:
+        inside = media_files(path) if Path(path).is_dir() else []
+        expanded.extend([str(file) for file in inside] or [path])
+    return expanded
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Caption every path; a bad input is reported and skipped. Returns 1 if any failed."""
     args = _parser().parse_args(argv)
@@ -62,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     failures = 0
-    for path in args.paths:
+    for path in _expanded(args.paths):
         try:
+            if Path(path).is_dir():
+                raise MediaError("no photos or videos in this folder")
             if is_video_path(path):
                 result = captioner.caption_video(path, num_frames=args.frames, **options)
             else:

@@ -23,6 +23,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "is_video_path",
     "load_image",
+    "media_files",
     "read_video_frames",
     "register_image_plugins",
 ]
@@ -48,6 +49,15 @@ class VideoFrame:
 def is_video_path(path: str | Path) -> bool:
     """True when the file extension is a known video container."""
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def media_files(folder: str | Path) -> list[Path]:
+    """The photos (any format Pillow opens, HEIC included) and videos directly in ``folder``,
+    by extension, sorted by name."""
+    register_image_plugins()
+    images = {extension for extension, name in Image.registered_extensions().items() if name in Image.OPEN}
+    wanted = images | VIDEO_EXTENSIONS
+    return sorted(path for path in Path(folder).iterdir() if path.is_file() and path.suffix.lower() in wanted)
 
 
 @functools.cache

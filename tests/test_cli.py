@@ -39,3 +39,23 @@ def test_cli_sampling_with_a_seed_is_repeatable(dog_photo, capsys):
     first = capsys.readouterr().out
     assert main(arguments) == 0
     assert capsys.readouterr().out == first and first.strip()
+
+
+def test_cli_captions_the_photos_and_videos_in_a_folder(tmp_path, dog_photo, capsys):
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    (folder / "b_dog.JPG").write_bytes(dog_photo.read_bytes())  # extensions in any case
+    write_clip(folder / "a_clip.mp4", dog_photo)
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "nested").mkdir()
+    (tmp_path / "empty").mkdir()
+    code = main(["caption", "--json", str(folder), str(tmp_path / "empty")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1  # the empty folder
+    assert [line["path"] for line in lines] == [
+        str(folder / "a_clip.mp4"),
+        str(folder / "b_dog.JPG"),
+        str(tmp_path / "empty"),
+    ]
+    assert mentions_dog(lines[0]["caption"]) and mentions_dog(lines[1]["caption"])
+    assert "no photos or videos in this folder" in lines[2]["error"]

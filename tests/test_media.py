@@ -10,7 +10,14 @@ import pytest
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
-from captioner.media import MediaError, is_video_path, load_image, read_video_frames, register_image_plugins
+from captioner.media import (
+    MediaError,
+    is_video_path,
+    load_image,
+    media_files,
+    read_video_frames,
+    register_image_plugins,
+)
 
 
 def _photo() -> Image.Image:
@@ -144,3 +151,10 @@ def test_reduced_jpeg_keeps_exif_orientation(tmp_path):
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif)
     assert load_image(path, min_size=224).size == (250, 500)  # 1/4 scale, then upright
+
+
+def test_media_files_are_the_photos_and_videos_of_a_folder(tmp_path):
+    for name in ["b.heic", "a.PNG", "c.mov", "d.webp", "notes.txt", "e.pdf", "f.jpeg"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "g.jpg").mkdir()  # a folder, whatever its name
+    assert [p.name for p in media_files(tmp_path)] == ["a.PNG", "b.heic", "c.mov", "d.webp", "f.jpeg"]
