@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from media_helpers import mentions_dog, write_clip
+from media_helpers import mentions_dog, write_clip, write_rotated_clip
 from PIL import Image
 
 from captioner import Captioner, MediaError
@@ -96,6 +96,14 @@ def test_video_segments_carry_small_thumbnails(shipped: Captioner, tmp_path, dog
     assert len(result.segments) == 4
     assert all(max(s.thumbnail.size) == 320 for s in result.segments)  # not the 720 px frames
     assert [s.start for s in result.segments] == sorted(s.start for s in result.segments)
+
+
+def test_a_phone_clip_stored_sideways_is_captioned_and_shown_upright(shipped: Captioner, tmp_path, dog_photo):
+    portrait = Image.open(dog_photo).convert("RGB").resize((192, 256))
+    clip = write_rotated_clip(tmp_path / "phone.mov", portrait, 90, frames=8, codec="libx265")
+    result = shipped.caption_video(clip, num_frames=4, segments=2)
+    assert mentions_dog(result.caption)
+    assert all(s.thumbnail.size == (192, 256) for s in result.segments)  # portrait, as the phone showed it
 
 
 def test_bad_input_and_options(shipped: Captioner, tmp_path):
