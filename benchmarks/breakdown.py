@@ -84,16 +84,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     return rows
 
 
-def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], object]]:
-    """``caption_batch`` of ``size`` photos and its parts, as stages to time in alternation."""
-    photos = photos_for_batch(size)
-    batch = captioner.preprocess.batch(photos)
-    chunk = captioner.encode_chunk_size or size
+def _chunked_encoder(captioner: Captioner, batch: torch.Tensor) -> tuple[Callable[[], torch.Tensor], int]:
+    """The encoder over ``batch`` in the chunks ``Captioner.encode`` runs, and the chunk size."""
+    chunk = captioner.encode_chunk_size or len(batch)
 
     @torch.inference_mode()
     def encode() -> torch.Tensor:
         return captioner.encoder.encode_in_chunks(batch, chunk)
 
+    return encode, chunk
+
+
+def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], object]]:
+    """``caption_batch`` of ``size`` photos and its parts, as stages to time in alternation."""
+    photos = photos_for_batch(size)
+    encode, chunk = _chunked_encoder(captioner, captioner.preprocess.batch(photos))
     features = encode()  # what Captioner.encode(photos) gives, without preprocessing them again
     return {
         f"preprocess {size} photos into a batch": lambda: captioner.preprocess.batch(photos),
@@ -106,13 +111,7 @@ def _batch_stages(captioner: Captioner, size: int) -> dict[str, Callable[[], obj
 def _clip_stages(captioner: Captioner, clip: Path, frames: int) -> dict[str, Callable[[], object]]:
     """``caption_video`` of ``frames`` frames and its parts, as stages to time in alternation."""
     pictures = [frame.image for frame in read_video_frames(clip, num_frames=frames)]
-    batch = captioner.preprocess.batch(pictures)
-    chunk = captioner.encode_chunk_size or frames
-
-    @torch.inference_mode()
-    def encode() -> torch.Tensor:
-        return captioner.encoder.encode_in_chunks(batch, chunk)
-
+    encode, chunk = _chunked_encoder(captioner, captioner.preprocess.batch(pictures))
     pooled = encode().mean(dim=0, keepdim=True)  # the clip's caption decodes the frames' mean
     return {
         f"read {frames} frames of the clip": lambda: read_video_frames(clip, num_frames=frames),

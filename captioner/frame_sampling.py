@@ -49,19 +49,19 @@ def frames_at(
         frame = next(frames, None)
         if frame is None:
             break
-        if start is None:
-            start = frame.time  # None for a stream without timestamps: positions are counted
+        if position < 0:  # the first frame
+            start = frame.time  # None for a stream without timestamps: counted, never sought
             if start is None:
                 seek_ahead = None
+        stamped = start is not None and frame.time is not None
         previous = position
-        if jumped and start is not None and frame.time is not None:
+        if jumped and stamped:
             position = round((frame.time - start) * rate)  # where the seek landed, by its timestamp
             if position <= previous:
                 seek_ahead = None  # landed behind: keyframes too far apart for seeking to pay
         else:
             position += 1  # counted, as a variable-rate clip's frames must be
         if position >= pending[0]:
-            time = frame.time - start if start is not None and frame.time is not None else position / rate
-            taken.append((time, frame))
+            taken.append((frame.time - start if stamped else position / rate, frame))
             pending = [p for p in pending if p > position]
     return taken

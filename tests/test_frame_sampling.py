@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media_helpers import write_video
 
 from captioner.frame_sampling import frames_at
 from captioner.media import read_video_frames
@@ -15,19 +16,14 @@ from captioner.media import read_video_frames
 
 def _numbered_clip(path: Path, frames: int, *, keyframe_interval: int) -> Path:
     """A 30 fps clip whose frame i shows a bright bar at a height that says i (so frames differ)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval)}
-        for i in range(frames):
-            picture = np.full((48, 64, 3), 40, dtype=np.uint8)
-            picture[(i * 7) % 44 : (i * 7) % 44 + 4] = 230
-            picture[:, : i % 64] += 10
-            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    pictures = []
+    for i in range(frames):
+        picture = np.full((48, 64, 3), 40, dtype=np.uint8)
+        picture[(i * 7) % 44 : (i * 7) % 44 + 4] = 230
+        picture[:, : i % 64] += 10
+        pictures.append(picture)
+    options = {"g": str(keyframe_interval), "keyint_min": str(keyframe_interval)}
+    return write_video(path, pictures, rate=30, options=options)
 
 
 class _Counting:
