@@ -6,7 +6,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Timing", "measure", "measure_interleaved"]
 
@@ -16,17 +16,24 @@ class Timing:
     median_ms: float
     p95_ms: float
     repeats: int
+    samples_ms: tuple[float, ...] = field(default=(), compare=False, repr=False)  # sorted
 
     def per_call(self, calls: int) -> Timing:
-        """The timing of a function that made ``calls`` calls, per call."""
+        """The timing of a function that made ``calls`` calls, per call (the median and p95 of
+        the groups, divided; the groups' own samples are not kept)."""
         return Timing(self.median_ms / calls, self.p95_ms / calls, self.repeats * calls)
 
-    def to_dict(self) -> dict[str, float]:
-        return {
+    def to_dict(self, *, samples: bool = False) -> dict:
+        """Median, p95 and repeats; with ``samples``, every timed call too (sorted), for
+        timings whose distribution is not one hump (the app's round trips)."""
+        summary: dict = {
             "median_ms": round(self.median_ms, 2),
             "p95_ms": round(self.p95_ms, 2),
             "repeats": self.repeats,
         }
+        if samples:
+            summary["samples_ms"] = [round(t, 1) for t in self.samples_ms]
+        return summary
 
 
 def measure(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 30) -> Timing:
@@ -65,4 +72,4 @@ def measure_interleaved(
 def _summary(samples: list[float]) -> Timing:
     samples = sorted(samples)
     p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
-    return Timing(statistics.median(samples), p95, len(samples))
+    return Timing(statistics.median(samples), p95, len(samples), tuple(samples))

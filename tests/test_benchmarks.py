@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from benchmarks import breakdown, decoder_precision, encoder_chunks, long_clip, run, scst_batch
 from benchmarks.timing import Timing, measure_interleaved
@@ -42,8 +43,14 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, both clients
     assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"
+    app_rows = {name: row for name, row in rows.items() if "samples_ms" in row}
+    assert len(app_rows) == 4  # the app's and the no-op app's round trips keep every timed call
+    for row in app_rows.values():
+        assert len(row["samples_ms"]) == 2 and row["samples_ms"] == sorted(row["samples_ms"])
+        assert row["samples_ms"][0] <= row["median_ms"] <= row["samples_ms"][-1]
     table = run.markdown(report)
     assert all(f"| {name} |" in table for name in expected)
+    assert all(f"- {name}: fastest " in table and " of 2 within 25 ms of it." in table for name in app_rows)
 
 
 def test_encoder_chunk_sweep_times_every_chunk_size_and_plots_it(tmp_path):
@@ -96,6 +103,19 @@ def test_interleaved_timing_calls_each_function_once_a_round_in_shuffled_orders(
     again: list[str] = []
     measure_interleaved({n: lambda n=n: again.append(n) for n in names}, warmup=1, repeats=30)
     assert again == calls  # seeded: the same orders every run
+
+
+def test_timing_keeps_its_sorted_samples_and_reports_them_when_asked():
+    timing = measure_interleaved({"sleep": lambda: time.sleep(0.002)}, warmup=0, repeats=5)["sleep"]
+    assert len(timing.samples_ms) == 5 and list(timing.samples_ms) == sorted(timing.samples_ms)
+    assert timing.samples_ms[0] >= 2.0 and timing.median_ms == timing.samples_ms[2]
+    assert "samples_ms" not in timing.to_dict()
+    assert timing.to_dict(samples=True)["samples_ms"] == [round(t, 1) for t in timing.samples_ms]
+
+
+def test_round_trips_are_counted_within_a_window_of_the_fastest():
+    line = run._bunching("app", [57.9, 58.4, 60.0, 109.0, 110.5])
+    assert line == "app: fastest 57.9 ms, 3 of 5 within 25 ms of it."
 
 
 def test_per_call_timing_divides_a_timed_group_of_calls():
