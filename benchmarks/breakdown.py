@@ -6,7 +6,8 @@ Times, in alternation, on the demo photo and the shipped checkpoint: decoding th
 the encoder's input, the encoder at batch 1, decoding words from the encoder's features
 (greedy and beam 5, glue and attention keys included), and ``Captioner.caption`` end to end;
 for an attention checkpoint also greedy decoding and the caption on the decoder's TorchScript
-kernels (:mod:`captioner.fused_kernels`, what runs where the C++ ones cannot be built).
+kernels (:mod:`captioner.decoders.soft_attention.kernels`, what runs where the C++ ones cannot
+be built).
 A second group, timed in alternation of its own, splits ``caption_batch`` of ``--batch`` photos
 the same way: preprocessing them into one batch, the encoder over it in the chunks
 ``Captioner.encode`` runs, greedy decoding, and ``caption_batch`` end to end; a third splits
@@ -28,7 +29,7 @@ import torch
 from benchmarks.run import PHOTO, clip_for_benchmark, photos_for_batch
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
-from captioner.fused_attention import FusedAttentionDecoder
+from captioner.decoders.soft_attention import FusedAttentionDecoder
 from captioner.media import read_video_frames
 
 __all__ = ["main"]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from benchmarks.timing import measure_interleaved
 from captioner import Captioner
-from captioner.attention import AttentionCaptionModel
+from captioner.decoders.soft_attention import FusedAttentionDecoder
 from captioner.precision import DECODER_PRECISIONS, dynamically_quantised
 from training.datasets import SPLITS, load_corpus
 from training.metrics import java_available, score_captions
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     unfused = "fp16, unfused (torch.ao dynamic quantisation)"
     captioners[unfused] = Captioner(reference.checkpoint, reference.encoder, decoder_precision="fp32")
     captioners[unfused].model = dynamically_quantised(reference.checkpoint.model, "fp16")
-    if isinstance(reference.checkpoint.model, AttentionCaptionModel):
+    if isinstance(captioners["fp16"].model, FusedAttentionDecoder):  # its TorchScript kernels too
         captioners["fp16, fused, TorchScript kernels"] = Captioner(
             reference.checkpoint, reference.encoder, decoder_precision="fp16", native_decoder=False
         )

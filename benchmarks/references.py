@@ -16,8 +16,8 @@ from captioner.batchnorm_folding import fold_batch_norms
 from captioner.captioner import Captioner
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
+from captioner.decoders import build_decoder
 from captioner.encoders import build_encoder
-from captioner.model import CaptionModel
 
 __all__ = ["resnet50_lstm", "transformer_captioners"]
 
@@ -28,7 +28,7 @@ def resnet50_lstm(like: Captioner) -> Captioner:
     encoder = build_encoder("torchvision:resnet50", pretrained=False)
     fold_batch_norms(encoder)
     config = ModelConfig(**{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048})
-    checkpoint = Checkpoint(config, like.vocab, encoder.spec, CaptionModel(config).eval())
+    checkpoint = Checkpoint(config, like.vocab, encoder.spec, build_decoder(config).eval())
     return Captioner(checkpoint, encoder, decoder_precision=like.decoder_precision)
 
 

@@ -20,7 +20,6 @@ from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
-from captioner.precision import with_precision
 from captioner.vocab import END
 
 __all__ = [
@@ -105,7 +104,7 @@ class Captioner:
         encode_chunk_size: int | None = None,
     ) -> None:
         """``native_decoder``: the fused fp16 attention decoder runs its C++ kernels where they
-        build (False: its TorchScript ones; see :mod:`captioner.native_decoder`).
+        build (False: its TorchScript ones; see :mod:`captioner.decoders.soft_attention.native`).
         ``encode_chunk_size``: images per encoder forward in :meth:`encode` (None: a few on the
         CPU, all on an accelerator; see :func:`~captioner.encoders.default_chunk_size`)."""
         if encode_chunk_size is not None and encode_chunk_size < 1:
@@ -117,7 +116,7 @@ class Captioner:
             )
         self.checkpoint = checkpoint
         self.decoder_precision = decoder_precision
-        self.model = with_precision(checkpoint.model.eval(), decoder_precision, native=native_decoder)
+        self.model = checkpoint.model.eval().for_inference(decoder_precision, native=native_decoder)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.encoder.trace_for_inference()
@@ -263,7 +262,7 @@ class Captioner:
     @property
     def has_attention(self) -> bool:
         """True when every word comes with attention weights over the image (a heatmap)."""
-        return bool(self.checkpoint.config.attention)
+        return self.checkpoint.model.has_attention
 
     def _result(self, decoded: Decoded, grid: tuple[int, int] | None = None) -> CaptionResult:
         tokens = self.vocab.tokens

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from captioner.config import ModelConfig
+from captioner.decoders import Decoder, build_decoder, decoder_class
 from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
-from captioner.model import build_model
 from captioner.vocab import Vocabulary
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -43,7 +43,7 @@ class Checkpoint:
     config: ModelConfig
     vocab: Vocabulary
     encoder: EncoderSpec
-    model: nn.Module  # CaptionModel or AttentionCaptionModel (see build_model)
+    model: Decoder  # the one config.decoder names (see captioner.decoders)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     decoding: dict[str, Any] = field(default_factory=dict)
@@ -177,6 +177,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     meta = read_metadata(path)
     try:
         config = ModelConfig.from_dict(meta["config"])
+        decoder_class(config.decoder)  # a name this version knows
         vocab = Vocabulary(meta["vocab"])
         encoder = EncoderSpec.from_dict(meta["encoder"])
     except (KeyError, TypeError, ValueError) as error:
@@ -194,7 +195,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     tuned_stages = meta.get("encoder_tuned_stages", 0)
     if bool(encoder_weights) != bool(tuned_stages) or not isinstance(tuned_stages, int):
         raise CheckpointError(f"{path.name}: its fine-tuned encoder weights and encoder_tuned_stages disagree")
-    model = build_model(config)
+    model = build_decoder(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

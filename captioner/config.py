@@ -23,8 +23,9 @@ class ModelConfig:
         num_layers: Stacked LSTM layers.
         dropout: Dropout on the LSTM output before the classifier (and between LSTM layers).
         image_dropout: Dropout on the glue output (the image embedding the LSTM reads first).
-        attention: Soft attention over the encoder's map (Show, Attend and Tell) instead of
-            the pooled vector read once (Show and Tell).
+        decoder: Decoder name from :mod:`captioner.decoders`: ``"show_and_tell"`` reads the
+            pooled vector once (Show and Tell), ``"soft_attention"`` attends over the encoder's
+            map at every word (Show, Attend and Tell).
         attention_dim: Size of the additive attention's hidden layer.
         tie_embeddings: The word classifier shares its weights with the word embeddings
             (Press and Wolf 2017); needs ``hidden_dim == embed_dim``.
@@ -38,7 +39,7 @@ class ModelConfig:
     num_layers: int = 1
     dropout: float = 0.5
     image_dropout: float = 0.5
-    attention: bool = False
+    decoder: str = "show_and_tell"
     attention_dim: int = 512
     tie_embeddings: bool = False
 
@@ -47,7 +48,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, refusing unknown keys with a message that names them."""
+        """Build from a dict, refusing unknown keys with a message that names them.
+
+        Reads checkpoints written before decoders were named: their ``attention`` flag becomes
+        ``decoder="soft_attention"`` (true) or ``"show_and_tell"`` (false)."""
+        if "attention" in data:
+            data = dict(data)
+            attention = data.pop("attention")
+            data.setdefault("decoder", "soft_attention" if attention else "show_and_tell")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -9,25 +9,48 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Step", "Decoded", "StepModel", "greedy_decode", "beam_search", "sample_decode"]
+__all__ = ["Step", "Decoded", "StepModel", "CompiledGreedy", "greedy_decode", "beam_search", "sample_decode"]
 
 
 class StepModel(Protocol):
-    """What decoding needs from a model."""
+    """What decoding needs from a model (every :class:`~captioner.decoders.Decoder` and its
+    inference forms): ``attention_weights`` gives the weights (B, L) over image locations that
+    the last step used, or None for a model that does not attend."""
 
     def init_state(self, features: torch.Tensor) -> Any: ...
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
     def select_state(self, state: Any, indices: torch.Tensor) -> Any: ...
+    def attention_weights(self, state: Any) -> torch.Tensor | None: ...
 
 
-def _attention(model: StepModel, state: Any) -> torch.Tensor | None:
-    """The attention weights (B, L) the last step used, for models that attend; else None."""
-    weights_of = getattr(model, "attention_weights", None)
-    return weights_of(state) if weights_of is not None else None
+@runtime_checkable
+class CompiledGreedy(Protocol):
+    """Optional for a :class:`StepModel`: a greedy loop of its own, compiled, which
+    :func:`greedy_decode` runs instead of its Python loop over ``step`` (for instance
+    :class:`~captioner.decoders.soft_attention.FusedAttentionDecoder`).
+
+    ``greedy_records`` returns per step (rows, top log-probs, top ids, chosen tokens, chosen
+    log-probs, attention weights), as that Python loop records them; ``mask`` (``vocab_size``,)
+    is added to the logits scaled by ``scale`` (None: nothing suppressed).
+    """
+
+    vocab_size: int
+
+    def greedy_records(
+        self,
+        features: torch.Tensor,
+        *,
+        mask: torch.Tensor | None,
+        scale: float,
+        start_id: int,
+        end_id: int,
+        max_length: int,
+        top_k: int,
+    ) -> list[tuple[torch.Tensor, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -102,14 +125,13 @@ def greedy_decode(
 ) -> list[Decoded]:
     """Most probable word at every step, for a batch of images; at most ``max_length`` tokens.
 
-    A model with a compiled greedy loop of its own (``greedy_records``, see
-    :class:`~captioner.fused_attention.FusedAttentionDecoder`) runs that instead of the Python loop.
+    A model with a compiled greedy loop of its own (:class:`CompiledGreedy`) runs that instead
+    of the Python loop.
     """
 
     distribution = _WordDistribution(temperature, suppress_ids, features.device)
-    compiled_loop = getattr(model, "greedy_records", None)
-    if compiled_loop is not None:
-        records = compiled_loop(
+    if isinstance(model, CompiledGreedy):
+        records = model.greedy_records(
             features,
             mask=distribution.mask_for(model.vocab_size),
             scale=distribution.scale,
@@ -157,7 +179,7 @@ def _decode_batch(
             tokens, chosen_log_p = top_ids[:, 0], top_log_p[:, 0]
         else:
             tokens, chosen_log_p = chosen, log_p.gather(1, chosen[:, None]).squeeze(1)
-        records.append((rows, top_log_p, top_ids, tokens, chosen_log_p, _attention(model, state)))
+        records.append((rows, top_log_p, top_ids, tokens, chosen_log_p, model.attention_weights(state)))
         going = tokens != end_id
         still_going = int(going.sum())
         if still_going == 0:
@@ -271,7 +293,7 @@ def _beam_search_one(
         logits, state = model.step(tokens, state)
         log_p = distribution(logits)  # (n_alive, V)
         top_log_p, top_ids = log_p.topk(top_k, dim=-1)
-        records.append((top_log_p, top_ids, _attention(model, state)))
+        records.append((top_log_p, top_ids, model.attention_weights(state)))
         allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
         candidates = (scores[:, None] + allowed).view(-1)
         best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))

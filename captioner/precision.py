@@ -3,10 +3,11 @@
 At batch 1 the LSTM decoder is bound by reading its weights (about 18 MB per word in fp32),
 not by arithmetic. ``fp16`` stores the Linear/LSTM weights in half precision and computes in
 fp32 (fbgemm's fp16 GEMM): half the bytes, and on the Flickr8k val and test splits the
-same captions as fp32. The soft-attention decoder in ``fp16`` becomes a
-:class:`~captioner.fused_attention.FusedAttentionDecoder`: the same function in fewer, fused
-matrix products, since at batch 1 the cost of each call weighs as much as the arithmetic.
-``int8`` (per-tensor dynamic quantisation) changes about one caption in eight;
+same captions as fp32. Each decoder picks its form for a precision
+(:meth:`~captioner.decoders.Decoder.for_inference`): the soft-attention decoder in ``fp16``
+becomes a :class:`~captioner.decoders.soft_attention.FusedAttentionDecoder`, the same function
+in fewer, fused matrix products, since at batch 1 the cost of each call weighs as much as the
+arithmetic. ``int8`` (per-tensor dynamic quantisation) changes about one caption in eight;
 ``python -m benchmarks.decoder_precision`` measures all of them.
 """
 
@@ -18,30 +19,19 @@ import warnings
 import torch
 from torch import nn
 
-from captioner.attention import AttentionCaptionModel
-from captioner.fused_attention import FusedAttentionDecoder
-
-__all__ = ["DECODER_PRECISIONS", "dynamically_quantised", "with_precision"]
+__all__ = ["DECODER_PRECISIONS", "check_precision", "dynamically_quantised"]
 
 DECODER_PRECISIONS = ("fp32", "fp16", "int8")
 _DTYPES = {"fp16": torch.float16, "int8": torch.qint8}
 
 
-def with_precision(model: nn.Module, precision: str, *, native: bool = True) -> nn.Module:
-    """A copy of ``model`` whose Linear and LSTM-cell weights are stored in ``precision``.
-
-    ``fp32`` returns ``model`` itself. Quantised kernels are CPU-only, so the model must be on
-    the CPU for ``fp16``/``int8``. ``native``: see :class:`FusedAttentionDecoder`.
-    """
+def check_precision(model: nn.Module, precision: str) -> None:
+    """Raise a ValueError unless ``model`` can hold its weights in ``precision``: a known name,
+    and the CPU for ``fp16``/``int8`` (the quantised kernels are CPU-only)."""
     if precision not in DECODER_PRECISIONS:
         raise ValueError(f"decoder precision must be one of {', '.join(DECODER_PRECISIONS)}, not {precision!r}")
-    if precision == "fp32":
-        return model
-    if any(p.device.type != "cpu" for p in model.parameters()):
+    if precision != "fp32" and any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError(f"decoder precision {precision!r} runs on the CPU only; use 'fp32' on other devices")
-    if precision == "fp16" and isinstance(model, AttentionCaptionModel):
-        return FusedAttentionDecoder(model, native=native)
-    return dynamically_quantised(model, precision)
 
 
 def dynamically_quantised(model: nn.Module, precision: str) -> nn.Module:

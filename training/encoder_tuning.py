@@ -89,10 +89,10 @@ def trunk_flags(encoder_name: str, tuned_stages: int) -> str:
 def checkpoint_inputs(
     checkpoint: Checkpoint, root: Path, corpus_names: Sequence[str], names: Sequence[str]
 ) -> torch.Tensor:
-    """What the checkpoint's decoder reads for ``names``: the maps (N, C, H, W) with attention,
-    else their pooled vectors (N, C) (as :meth:`FeatureCache.model_inputs`)."""
+    """What the checkpoint's decoder reads for ``names``: the maps (N, C, H, W) for a decoder
+    that reads them, else their pooled vectors (N, C) (as :meth:`FeatureCache.model_inputs`)."""
     maps = checkpoint_maps(checkpoint, root, corpus_names, names)
-    return maps if checkpoint.config.attention else ImageEncoder.pool(maps.float())
+    return maps if checkpoint.model.reads_map else ImageEncoder.pool(maps.float())
 
 
 @torch.inference_mode()

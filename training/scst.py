@@ -32,8 +32,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
-from captioner.decoding import greedy_decode
-from captioner.model import CaptionModel
+from captioner.decoding import StepModel, greedy_decode
 from captioner.vocab import Vocabulary, tokenize
 from training.cider import CiderD
 from training.config_cli import config_parser
@@ -90,7 +89,7 @@ class ScstConfig:
 
 
 def sample_captions(
-    model: CaptionModel, features: torch.Tensor, *, start_id: int, end_id: int, max_length: int, samples: int = 1
+    model: StepModel, features: torch.Tensor, *, start_id: int, end_id: int, max_length: int, samples: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``samples`` captions per image, image by image (image 0's first). Returns token ids
     (B * samples, T) (0 after ``<end>``) and their log-probs (B * samples, T).
@@ -169,8 +168,11 @@ def train_scst(config: ScstConfig) -> Path:
     model, vocab, spec = initial.model, initial.vocab, initial.encoder
     cache_spec, extract_flags, top = spec, "", None
     if config.tune_encoder_stages or initial.encoder_tuned_stages:
-        if not model.config.attention:
-            raise ValueError("--tune-encoder-stages needs an attention model (it reads the encoder's map)")
+        if not model.reads_map:
+            raise ValueError(
+                f"--tune-encoder-stages needs a decoder that reads the encoder's map, not {model.name!r} "
+                "(train one with training.train --decoder soft_attention)"
+            )
         trunk, top = tuned_split(initial, config.tune_encoder_stages)
         top.requires_grad_(True)
         model = TunedEncoderDecoder(model, top)
@@ -179,10 +181,10 @@ def train_scst(config: ScstConfig) -> Path:
     names = [image.name for image in corpus]
     features_root = Path(config.features)
     cache = cache_for(features_root, cache_spec, names, extract_flags=extract_flags)
-    pooled = cache.model_inputs(model.config.attention)
+    pooled = cache.model_inputs(initial.model.reads_map)
     mirrored_inputs = (
         cache_for(features_root, cache_spec, names, mirrored=True, extract_flags=extract_flags).model_inputs(
-            model.config.attention
+            initial.model.reads_map
         )
         if config.mirrored
         else None

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from captioner.checkpoint import save_checkpoint
 from captioner.config import ModelConfig
+from captioner.decoders import Decoder, build_decoder, decoder_class, decoder_names
+from captioner.decoders.layers import masked_cross_entropy
 from captioner.decoding import greedy_decode
 from captioner.encoders import build_encoder
-from captioner.model import CaptionModel, build_model, masked_cross_entropy
 from captioner.vocab import Vocabulary
 from training.batches import caption_batches, caption_pairs
 from training.config_cli import config_parser
@@ -72,7 +73,7 @@ class TrainConfig:
     max_train_images: int = 0
     bucket_window: int = 0
     device: str | None = None
-    attention: bool = False
+    decoder: str = field(default="show_and_tell", metadata={"help": f"one of {', '.join(decoder_names())}"})
     attention_dim: int = 512
     attention_reg: float = 1.0
     tie_embeddings: bool = False
@@ -85,7 +86,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def validate(
-    model: CaptionModel,
+    model: Decoder,
     features: torch.Tensor,
     images: list[CaptionedImage],
     vocab: Vocabulary,
@@ -126,6 +127,7 @@ def train(config: TrainConfig) -> Path:
 
 
 def _train(config: TrainConfig, job: Distributed) -> Path:
+    decoder = decoder_class(config.decoder)  # an unknown name stops here, before any work
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
@@ -146,7 +148,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
     vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
-    pooled = cache.model_inputs(config.attention).to(job.device)
+    pooled = cache.model_inputs(decoder.reads_map).to(job.device)
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
     pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
     val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
@@ -160,11 +162,11 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         num_layers=config.num_layers,
         dropout=config.dropout,
         image_dropout=config.image_dropout,
-        attention=config.attention,
+        decoder=config.decoder,
         attention_dim=config.attention_dim,
         tie_embeddings=config.tie_embeddings,
     )
-    model = build_model(model_config).to(job.device)
+    model = build_decoder(model_config).to(job.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
@@ -173,7 +175,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
 
     if config.resume and resume_path.is_file():
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if state["vocab"] != vocab.tokens or state["model_config"] != model_config.to_dict():
+        if state["vocab"] != vocab.tokens or ModelConfig.from_dict(state["model_config"]) != model_config:
             raise ValueError(
                 f"{resume_path} was trained with a different vocabulary or model shape; "
                 "use a new --run folder or the same data and settings"
@@ -266,10 +268,10 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
 
 
 def _loss(trainer, features: torch.Tensor, captions: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Masked cross-entropy; with attention, plus the doubly stochastic penalty (each location
-    should receive about one unit of attention over the caption, Xu et al. eq. 14)."""
+    """Masked cross-entropy; for a decoder with attention, plus the doubly stochastic penalty (each
+    location should receive about one unit of attention over the caption, Xu et al. eq. 14)."""
     targets = captions[:, 1:]
-    if not config.attention:
+    if not decoder_class(config.decoder).has_attention:
         return masked_cross_entropy(trainer(features, captions), targets, label_smoothing=config.label_smoothing)
     logits, weights = trainer(features, captions, return_attention=True)  # (B, T-1, V), (B, T-1, L)
     loss = masked_cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
@@ -278,7 +280,7 @@ def _loss(trainer, features: torch.Tensor, captions: torch.Tensor, config: Train
     return loss + config.attention_reg * ((1.0 - coverage) ** 2).mean()
 
 
-def validation_loss(model: CaptionModel, features: torch.Tensor, pairs) -> float:
+def validation_loss(model: Decoder, features: torch.Tensor, pairs) -> float:
     """Teacher-forced masked cross-entropy on the validation captions (dropout off)."""
     model.eval()
     total, tokens = 0.0, 0

@@ -11,51 +11,24 @@ first step so decoding only ever calls ``step``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from captioner.config import ModelConfig
+from captioner.decoders.base import Decoder
+from captioner.decoders.layers import Glue, word_classifier
 
-__all__ = ["Glue", "CaptionModel", "DecoderState", "build_model", "masked_cross_entropy", "word_classifier"]
+__all__ = ["DecoderState", "ShowAndTellDecoder"]
 
 DecoderState = tuple[torch.Tensor, torch.Tensor]  # LSTM (h, c), each (layers, B, hidden)
 
 
-class Glue(nn.Module):
-    """Trainable linear projection from CNN features to the decoder's input size."""
+class ShowAndTellDecoder(Decoder):
+    """Glue + LSTM decoder over the pooled vector. Works on encoder features, so it trains on cached features."""
 
-    def __init__(self, feature_dim: int, embed_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(feature_dim)
-        self.proj = nn.Linear(feature_dim, embed_dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.dim() == 4:  # (B, C, H, W) map -> (B, C) pooled vector
-            features = features.float().mean(dim=(2, 3))
-        return self.dropout(self.proj(self.norm(features.float())))  # (B, E)
-
-
-def word_classifier(config: ModelConfig, embed: nn.Embedding) -> nn.Linear:
-    """The hidden state -> word logits layer; its weight is ``embed``'s when the config ties them."""
-    head = nn.Linear(config.hidden_dim, config.vocab_size)
-    if config.tie_embeddings:
-        if config.hidden_dim != config.embed_dim:
-            raise ValueError(
-                f"tie_embeddings needs hidden_dim == embed_dim (got {config.hidden_dim} and {config.embed_dim})"
-            )
-        head.weight = embed.weight
-    return head
-
-
-class CaptionModel(nn.Module):
-    """Glue + LSTM decoder. Works on encoder features, so it trains on cached features."""
+    name = "show_and_tell"
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        if config.vocab_size < 5:
-            raise ValueError("ModelConfig.vocab_size must be set from the vocabulary")
-        self.config = config
+        super().__init__(config)
         self.glue = Glue(config.feature_dim, config.embed_dim, config.image_dropout)
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(
@@ -94,24 +67,3 @@ class CaptionModel(nn.Module):
         """Reorder / repeat the batch entries of ``state`` (used by beam search)."""
         h, c = state
         return h.index_select(1, indices), c.index_select(1, indices)
-
-
-def masked_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Mean cross-entropy over non-padding positions. logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=pad_id,
-        label_smoothing=label_smoothing,
-    )
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """The decoder the config describes: Show-and-Tell or soft attention."""
-    if config.attention:
-        from captioner.attention import AttentionCaptionModel
-
-        return AttentionCaptionModel(config)
-    return CaptionModel(config)

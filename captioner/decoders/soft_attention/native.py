@@ -1,15 +1,15 @@
 """The fused attention decoder's step and greedy loop as a C++ extension, built on first use.
 
-:mod:`captioner.fused_kernels` runs a word as some thirty ATen calls from TorchScript; at batch
+:mod:`.kernels` runs a word as some thirty ATen calls from TorchScript; at batch
 1 their overhead, not their arithmetic, is most of the step besides the two fp16 products.
-``captioner/native/fused_decoder.cpp`` computes the same function with plain loops around
+``fused_decoder.cpp`` (beside this module) computes the same function with plain loops around
 those products (about 20 % less decoding time here) and registers it as ``torch.ops.captioner``.
 PyTorch's extension loader compiles it once per machine (``ninja`` and a C++ compiler; about
 20 s, kept under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). Where it cannot,
 :func:`native_kernels_available` warns once and the decoder keeps the TorchScript kernels.
 
 :func:`native_step` and :func:`native_greedy` take and return what
-:func:`~captioner.fused_kernels.fused_step` and :func:`~captioner.fused_kernels.fused_greedy`
+:func:`.kernels.fused_step` and :func:`.kernels.fused_greedy`
 do. Numbers differ from theirs in the last bits only (sums in another order).
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from captioner.fused_kernels import Record, State, Weights
+from captioner.decoders.soft_attention.kernels import Record, State, Weights
 
 __all__ = ["native_greedy", "native_initial_state", "native_kernels_available", "native_step"]
 
-_SOURCE = Path(__file__).with_name("native") / "fused_decoder.cpp"
+_SOURCE = Path(__file__).with_name("fused_decoder.cpp")
 _RECORD_SIZE = 6  # tensors per step in what the native greedy loop returns
 
 
@@ -56,7 +56,7 @@ def native_kernels_available() -> bool:
 
 def native_initial_state(locations: torch.Tensor, norm: torch.nn.LayerNorm, products: tuple, vocab_size: int) -> State:
     """The state before ``<start>`` from the encoder's locations (B, L, C), as
-    :meth:`~captioner.fused_attention.FusedAttentionDecoder.init_state` computes it, in C++
+    :meth:`.fused.FusedAttentionDecoder.init_state` computes it, in C++
     (``products``: the decoder's packed glue, init, key and new-hidden fp16 products)."""
     return tuple(
         torch.ops.captioner.initial_state.default(
@@ -66,7 +66,7 @@ def native_initial_state(locations: torch.Tensor, norm: torch.nn.LayerNorm, prod
 
 
 def native_step(tokens: torch.Tensor, state: State, weights: Weights) -> tuple[torch.Tensor, torch.Tensor, State]:
-    """One word, as :func:`~captioner.fused_kernels.fused_step`, in C++."""
+    """One word, as :func:`.kernels.fused_step`, in C++."""
     h, c, locations, keys, from_h = state
     logits, attention, h, c, from_h = torch.ops.captioner.step.default(tokens, h, c, locations, keys, from_h, *weights)
     return logits, attention, (h, c, locations, keys, from_h)
@@ -82,6 +82,6 @@ def native_greedy(
     max_length: int,
     top_k: int,
 ) -> list[Record]:
-    """Greedy decoding, as :func:`~captioner.fused_kernels.fused_greedy`, in C++."""
+    """Greedy decoding, as :func:`.kernels.fused_greedy`, in C++."""
     flat = torch.ops.captioner.greedy.default(*state, *weights, mask, scale, start_id, end_id, max_length, top_k)
     return [tuple(flat[i : i + _RECORD_SIZE]) for i in range(0, len(flat), _RECORD_SIZE)]

@@ -1,7 +1,7 @@
 // The fused attention decoder's initial state, step and greedy loop in C++ (built and loaded by
-// captioner/native_decoder.py; registered as torch.ops.captioner.*).
+// native.py beside it; registered as torch.ops.captioner.*).
 //
-// The same function as captioner/fused_kernels.py: at batch 1 a word there is two fp16 matrix
+// The same function as kernels.py beside it: at batch 1 a word there is two fp16 matrix
 // products and some thirty small ATen calls from TorchScript's interpreter. Here the attention
 // scores' sums, the softmax over locations, the context and the LSTM cell's arithmetic are plain
 // loops over the few thousand numbers involved; the products stay fbgemm's
@@ -223,7 +223,7 @@ void initial_state_boxed(const c10::OperatorHandle&, Stack* stack) {
 
 // greedy(h, c, locations, keys, from_h, <weights>, mask, scale, start_id, end_id, max_length, top_k)
 //   -> per step: rows, top log-probs, top ids, chosen tokens, chosen log-probs, attention (flattened),
-// as captioner.fused_kernels.fused_greedy computes them.
+// as captioner.decoders.soft_attention.kernels.fused_greedy computes them.
 void greedy_boxed(const c10::OperatorHandle&, Stack* stack) {
   auto args = torch::jit::pop(*stack, 16);
   c10::InferenceMode guard;

@@ -13,22 +13,25 @@ import torch
 from torch import nn
 
 from captioner.config import ModelConfig
-from captioner.model import word_classifier
+from captioner.decoders.base import Decoder
+from captioner.decoders.layers import word_classifier
+from captioner.decoders.soft_attention import state as attention_state
+from captioner.decoders.soft_attention.fused import FusedAttentionDecoder
+from captioner.decoders.soft_attention.state import AttentionState
+from captioner.precision import check_precision
 
-__all__ = ["AttentionCaptionModel", "AttentionState"]
-
-# (h, c, projected map (B, L, E), attention keys (B, L, A), last attention weights (B, L))
-AttentionState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+__all__ = ["AttentionState", "SoftAttentionDecoder"]
 
 
-class AttentionCaptionModel(nn.Module):
+class SoftAttentionDecoder(Decoder):
     """Glue + attention LSTM decoder. ``features``: maps (B, C, H, W) or locations (B, L, C)."""
 
+    name = "soft_attention"
+    has_attention = True
+    reads_map = True
+
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        if config.vocab_size < 5:
-            raise ValueError("ModelConfig.vocab_size must be set from the vocabulary")
-        self.config = config
+        super().__init__(config)
         e, h, a = config.embed_dim, config.hidden_dim, config.attention_dim
         self.glue = nn.Sequential(nn.LayerNorm(config.feature_dim), nn.Linear(config.feature_dim, e))
         self.image_dropout = nn.Dropout(config.image_dropout)
@@ -77,16 +80,13 @@ class AttentionCaptionModel(nn.Module):
             weights.append(state[4])
         return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
 
-    @staticmethod
-    def attention_weights(state: AttentionState) -> torch.Tensor:
-        """The weights (B, L) over image locations that produced the last word."""
-        return state[4]
+    attention_weights = staticmethod(attention_state.attention_weights)
+    select_state = staticmethod(attention_state.select_state)
 
-    @staticmethod
-    def select_state(state: AttentionState, indices: torch.Tensor) -> AttentionState:
-        """Rows ``indices`` of the state. The image's locations and keys, when held once (batch 1,
-        as in beam search over one image), are shared by every row through broadcasting, not copied."""
-        h, c, locations, keys, weights = state
-        if locations.shape[0] != 1:  # one image per row: select the rows' images too
-            locations, keys = locations.index_select(0, indices), keys.index_select(0, indices)
-        return h.index_select(0, indices), c.index_select(0, indices), locations, keys, weights.index_select(0, indices)
+    def for_inference(self, precision: str, *, native: bool = True) -> nn.Module:
+        """In ``fp16`` the :class:`FusedAttentionDecoder` (on its C++ kernels where they build and
+        ``native``); otherwise as :meth:`Decoder.for_inference`."""
+        if precision != "fp16":
+            return super().for_inference(precision, native=native)
+        check_precision(self, precision)
+        return FusedAttentionDecoder(self, native=native)

@@ -1,6 +1,6 @@
 """The fused attention decoder's step and its greedy loop, as TorchScript functions.
 
-At batch 1 a step of :class:`~captioner.fused_attention.FusedAttentionDecoder` is two fp16
+At batch 1 a step of :class:`~captioner.decoders.soft_attention.fused.FusedAttentionDecoder` is two fp16
 matrix products (about 0.13 ms here, the cost of reading the weights) and some twenty small
 tensor operations, each of which costs more in Python and dispatch overhead than in
 arithmetic. Compiled with ``torch.jit.script`` the same operations run from TorchScript's
@@ -24,7 +24,7 @@ Record = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 # (h, c, projected map (B, L, E), doubled attention keys (B, L, A), the next step's projection of h)
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 # (the words' LSTM gate table, doubled score weight, packed context product, packed product of the
-#  new h, [attention dim, embedding dim, vocabulary size]): see captioner.fused_attention
+#  new h, [attention dim, embedding dim, vocabulary size]): see captioner.decoders.soft_attention.fused
 Weights = tuple[
     torch.Tensor,
     torch.Tensor,
@@ -36,7 +36,7 @@ Weights = tuple[
 
 def fused_step(tokens: torch.Tensor, state: State, weights: Weights) -> tuple[torch.Tensor, torch.Tensor, State]:
     """One word: tokens (B,) -> (logits (B, V), attention weights (B, L), the new state), with
-    the state and weights documented in :mod:`captioner.fused_attention`."""
+    the state and weights documented in :mod:`captioner.decoders.soft_attention.fused`."""
     h, c, locations, keys, from_h = state
     word_gates, score_weight, from_context, from_new_hidden, sizes = weights
     attention_dim, embed_dim, vocab_size = sizes[0], sizes[1], sizes[2]

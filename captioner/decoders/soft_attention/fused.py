@@ -1,6 +1,6 @@
 """CPU inference form of the soft-attention decoder: fp16 weights, one matrix product per input.
 
-:class:`~captioner.attention.AttentionCaptionModel` spends a step in seven small Linear
+:class:`~captioner.decoders.soft_attention.model.SoftAttentionDecoder` spends a step in seven small Linear
 calls, an LSTM cell and a 25k-element ``tanh``; at batch 1 each call costs more in overhead
 than in arithmetic. :class:`FusedAttentionDecoder` computes the same function with two
 fp16 products a word:
@@ -21,21 +21,29 @@ fp16 products a word:
 
 Weights are stored in fp16 and multiplied in fp32 (fbgemm's fp16 GEMM, as in
 ``torch.ao`` dynamic quantisation). The step and a greedy loop over it run in C++
-(:mod:`captioner.native_decoder`), or as TorchScript (:mod:`captioner.fused_kernels`) where the
+(:mod:`.native`), or as TorchScript (:mod:`.kernels`) where the
 C++ kernels cannot be built or ``native=False``. Inference only: no gradients and no dropout.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from captioner.attention import AttentionCaptionModel
-from captioner.fused_kernels import Record, State, Weights, fused_greedy, fused_step
-from captioner.native_decoder import native_greedy, native_initial_state, native_kernels_available, native_step
+from captioner.decoders.soft_attention import state as attention_state
+from captioner.decoders.soft_attention.kernels import Record, State, Weights, fused_greedy, fused_step
+from captioner.decoders.soft_attention.native import (
+    native_greedy,
+    native_initial_state,
+    native_kernels_available,
+    native_step,
+)
 from captioner.torchscript import scripted
+
+if TYPE_CHECKING:  # the reference form builds this one (its for_inference), so imports it
+    from captioner.decoders.soft_attention.model import SoftAttentionDecoder
 
 __all__ = ["FusedAttentionDecoder", "FusedState"]
 
@@ -60,11 +68,14 @@ def _ifog(gates: torch.Tensor) -> torch.Tensor:
 
 
 class FusedAttentionDecoder(nn.Module):
-    """The decoding interface of :class:`AttentionCaptionModel` (``init_state``, ``step``,
-    ``select_state``, ``attention_weights``) with fused fp16 weights, for CPU inference.
+    """The decoding interface of :class:`SoftAttentionDecoder` (``init_state``, ``step``,
+    ``select_state``, ``attention_weights``) with fused fp16 weights, for CPU inference, and a
+    compiled greedy loop (:class:`~captioner.decoding.CompiledGreedy`).
     ``native``: run the C++ kernels where they build (:attr:`native` says whether they run)."""
 
-    def __init__(self, model: AttentionCaptionModel, *, native: bool = True) -> None:
+    has_attention = True
+
+    def __init__(self, model: SoftAttentionDecoder, *, native: bool = True) -> None:
         super().__init__()
         self.config = model.config
         self.attention_dim, self.embed_dim = model.config.attention_dim, model.config.embed_dim
@@ -96,7 +107,7 @@ class FusedAttentionDecoder(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    attention_weights = staticmethod(AttentionCaptionModel.attention_weights)
+    attention_weights = staticmethod(attention_state.attention_weights)
 
     def init_state(self, features: torch.Tensor) -> FusedState:
         """Maps (B, C, H, W) or locations (B, L, C) -> the state before ``<start>``."""
@@ -129,7 +140,7 @@ class FusedAttentionDecoder(nn.Module):
         """Greedy decoding in one call to the compiled loop: the per-step records of
         :func:`captioner.decoding.greedy_decode`, the same as its Python loop over :meth:`step`.
         ``options``: ``mask``, ``scale``, ``start_id``, ``end_id``, ``max_length``, ``top_k`` of
-        :func:`~captioner.fused_kernels.fused_greedy`."""
+        :func:`~captioner.decoders.soft_attention.kernels.fused_greedy`."""
         return self._greedy(self._kernel_state(features), self._weights, **options)
 
     @property
@@ -138,6 +149,6 @@ class FusedAttentionDecoder(nn.Module):
 
     @staticmethod
     def select_state(state: FusedState, indices: torch.Tensor) -> FusedState:
-        """Rows ``indices`` of the state (see :meth:`AttentionCaptionModel.select_state`)."""
-        *attention_state, from_h = state
-        return (*AttentionCaptionModel.select_state(tuple(attention_state), indices), from_h.index_select(0, indices))
+        """Rows ``indices`` of the state (see :func:`.state.select_state`)."""
+        *reference_state, from_h = state
+        return (*attention_state.select_state(tuple(reference_state), indices), from_h.index_select(0, indices))

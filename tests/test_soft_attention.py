@@ -9,9 +9,9 @@ from PIL import Image
 from captioner.captioner import Captioner
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import ModelConfig
+from captioner.decoders import build_decoder
 from captioner.decoding import beam_search, greedy_decode, sample_decode
 from captioner.encoders import build_encoder
-from captioner.model import build_model
 from captioner.presentation import attention_overlays
 
 
@@ -59,9 +59,14 @@ def test_attention_checkpoint_gives_heatmaps_through_the_captioner(tmp_path, sma
     encoder = build_encoder("efficientnet_lite0")
     torch.manual_seed(0)
     config = ModelConfig(
-        feature_dim=1280, vocab_size=len(small_vocab), embed_dim=16, hidden_dim=24, attention=True, attention_dim=8
+        feature_dim=1280,
+        vocab_size=len(small_vocab),
+        embed_dim=16,
+        hidden_dim=24,
+        decoder="soft_attention",
+        attention_dim=8,
     )
-    path = save_checkpoint(tmp_path / "att.safetensors", build_model(config), small_vocab, encoder.spec)
+    path = save_checkpoint(tmp_path / "att.safetensors", build_decoder(config), small_vocab, encoder.spec)
     captioner = Captioner(load_checkpoint(path), encoder)
     assert captioner.has_attention
     result = captioner.caption(dog_photo, max_length=5)

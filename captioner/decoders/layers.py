@@ -1,0 +1,50 @@
+"""Pieces the decoders share: the glue, the word classifier and the training loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioner.config import ModelConfig
+
+__all__ = ["Glue", "masked_cross_entropy", "word_classifier"]
+
+
+class Glue(nn.Module):
+    """Trainable linear projection from CNN features to the decoder's input size."""
+
+    def __init__(self, feature_dim: int, embed_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(feature_dim)
+        self.proj = nn.Linear(feature_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() == 4:  # (B, C, H, W) map -> (B, C) pooled vector
+            features = features.float().mean(dim=(2, 3))
+        return self.dropout(self.proj(self.norm(features.float())))  # (B, E)
+
+
+def word_classifier(config: ModelConfig, embed: nn.Embedding) -> nn.Linear:
+    """The hidden state -> word logits layer; its weight is ``embed``'s when the config ties them."""
+    head = nn.Linear(config.hidden_dim, config.vocab_size)
+    if config.tie_embeddings:
+        if config.hidden_dim != config.embed_dim:
+            raise ValueError(
+                f"tie_embeddings needs hidden_dim == embed_dim (got {config.hidden_dim} and {config.embed_dim})"
+            )
+        head.weight = embed.weight
+    return head
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy over non-padding positions. logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )
