@@ -1,0 +1,200 @@
+"""ImageNet concepts: the encoder's 1,000 class probabilities summed into caption words.
+
+A reviewed table (``captioner/data/imagenet_concepts.csv``) maps each ImageNet class to the
+word a caption would use for it (every dog breed to "dog", "espresso" to "coffee") or to
+nothing. An image's concepts are the words whose classes hold the most probability; the
+concept decoder (:mod:`captioner.decoders.concept_attention`) reads the best ``k`` of them and
+may copy each into its caption through a slot token, so it can name things its caption
+corpus never showed. The table travels inside every checkpoint that uses it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ConceptTable",
+    "caption_words",
+    "ImageConcepts",
+    "default_table_dir",
+    "image_concepts",
+    "fill_slot",
+    "slot_tokens",
+    "slotted_tokens",
+    "top_classes",
+    "word_probabilities",
+]
+
+NUM_CLASSES = 1000
+
+
+def default_table_dir() -> Path:
+    """The folder holding the reviewed table (``imagenet_concepts.csv``, ``concept_words.csv``)."""
+    return Path(__file__).resolve().parent / "data"
+
+
+@dataclass(frozen=True)
+class ConceptTable:
+    """Concept words and which ImageNet classes make each of them.
+
+    Attributes:
+        words: The concept words, sorted.
+        plurals: Each word's plural, for captions of several such things.
+        class_words: For each of the 1,000 classes, the index of its word, or -1 for none.
+        caption_forms: Per word, other words captions use for the same thing (e.g. "bike"
+            for "bicycle"); used only to find the concept in training captions.
+    """
+
+    words: tuple[str, ...]
+    plurals: tuple[str, ...]
+    class_words: tuple[int, ...]
+    caption_forms: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.class_words) != NUM_CLASSES:
+            raise ValueError(f"a concept table maps {NUM_CLASSES} ImageNet classes, not {len(self.class_words)}")
+        if len(self.plurals) != len(self.words):
+            raise ValueError("a concept table needs one plural per word")
+        if any(not -1 <= w < len(self.words) for w in self.class_words):
+            raise ValueError("a concept table's class_words must index its words (or be -1)")
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None) -> ConceptTable:
+        """Read the two CSV files of ``folder`` (None: the reviewed table shipped with the library)."""
+        folder = Path(folder) if folder is not None else default_table_dir()
+        with open(folder / "concept_words.csv", newline="", encoding="utf-8") as file:
+            rows = sorted(csv.DictReader(file), key=lambda row: row["word"])
+        words = tuple(row["word"] for row in rows)
+        index = {word: i for i, word in enumerate(words)}
+        with open(folder / "imagenet_concepts.csv", newline="", encoding="utf-8") as file:
+            classes = sorted(csv.DictReader(file), key=lambda row: int(row["index"]))
+        missing = sorted({row["word"] for row in classes if row["word"] and row["word"] not in index})
+        if missing:
+            raise ValueError(f"{folder}: words {missing[:5]} of imagenet_concepts.csv are not in concept_words.csv")
+        return cls(
+            words=words,
+            plurals=tuple(row["plural"] for row in rows),
+            class_words=tuple(index[row["word"]] if row["word"] else -1 for row in classes),
+            caption_forms=tuple(tuple(row["caption_forms"].split()) for row in rows),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a checkpoint stores (caption forms are for training only)."""
+        return {"words": list(self.words), "plurals": list(self.plurals), "class_words": list(self.class_words)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConceptTable:
+        return cls(tuple(data["words"]), tuple(data["plurals"]), tuple(int(i) for i in data["class_words"]))
+
+    def forms(self, word_id: int) -> tuple[set[str], set[str]]:
+        """The caption words that name concept ``word_id``: (singular forms, plural forms)."""
+        word, plural = self.words[word_id], self.plurals[word_id]
+        extra = set(self.caption_forms[word_id]) if self.caption_forms else set()
+        plural_extra = {form for form in extra if _singular(form) in extra | {word}}
+        return {word} | extra - plural_extra - {plural}, {plural} | plural_extra
+
+    def class_index(self) -> torch.Tensor:
+        """(1000,) long: each class's word index, -1 for none."""
+        return torch.tensor(self.class_words, dtype=torch.long)
+
+
+def _singular(word: str) -> str | None:
+    """A regular English plural's singular ("puppies" -> "puppy", "buses" -> "bus"), else None."""
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("es") and word[:-2].endswith(("s", "x", "ch", "sh")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") else None
+
+
+def word_probabilities(class_probs: torch.Tensor, class_words: torch.Tensor, num_words: int) -> torch.Tensor:
+    """(B, 1000) class probabilities -> (B, W): each word's summed probability."""
+    mapped = class_words >= 0
+    totals = torch.zeros(class_probs.shape[0], num_words, device=class_probs.device)
+    return totals.index_add_(1, class_words[mapped], class_probs[:, mapped].float())
+
+
+@dataclass(frozen=True)
+class ImageConcepts:
+    """An image's best concept words, most probable first; ``word_ids`` -1 marks an empty slot
+    (fewer concepts than slots at or above the threshold)."""
+
+    word_ids: torch.Tensor  # (B, K) long
+    scores: torch.Tensor  # (B, K) summed class probability of each word
+
+    @property
+    def available(self) -> torch.Tensor:
+        """(B, K) bool: slots holding a concept."""
+        return self.word_ids >= 0
+
+    def select(self, rows: torch.Tensor) -> ImageConcepts:
+        return ImageConcepts(self.word_ids.index_select(0, rows), self.scores.index_select(0, rows))
+
+
+def image_concepts(
+    class_probs: torch.Tensor, class_words: torch.Tensor, num_words: int, *, slots: int, threshold: float
+) -> ImageConcepts:
+    """The ``slots`` most probable concept words of each image; those under ``threshold`` are left out."""
+    scores, word_ids = word_probabilities(class_probs, class_words, num_words).topk(slots, dim=1)
+    word_ids = torch.where(scores >= threshold, word_ids, torch.full_like(word_ids, -1))
+    return ImageConcepts(word_ids, scores)
+
+
+def slot_tokens(slots: int) -> list[str]:
+    """The ``2 * slots`` copy tokens that end a concept decoder's vocabulary: "the word in slot k"
+    for k = 1..slots, then its plural."""
+    return [f"<concept{k}>" for k in range(1, slots + 1)] + [f"<concepts{k}>" for k in range(1, slots + 1)]
+
+
+def fill_slot(
+    token_id: int, word_ids: Sequence[int], table: ConceptTable, base_vocab_size: int
+) -> tuple[str, int] | None:
+    """The word a slot token stands for in an image whose slots hold ``word_ids`` (-1: empty),
+    with that slot's index; None for a token that is not a filled slot."""
+    slot = token_id - base_vocab_size
+    slots = len(word_ids)
+    if not 0 <= slot < 2 * slots or word_ids[slot % slots] < 0:
+        return None
+    word_id = word_ids[slot % slots]
+    return (table.plurals[word_id] if slot >= slots else table.words[word_id]), slot % slots
+
+
+def caption_words(
+    token_ids: Sequence[int], tokens: Sequence[str], end_id: int, word_ids: Sequence[int], table: ConceptTable
+) -> list[str]:
+    """A decoded caption's words up to ``<end>``, slot tokens replaced by the image's concept words
+    (``tokens``: the vocabulary, whose last ``2 * len(word_ids)`` tokens are the slots)."""
+    base = len(tokens) - 2 * len(word_ids)
+    words = []
+    for token_id in token_ids:
+        if token_id == end_id:
+            break
+        filled = fill_slot(token_id, word_ids, table, base)
+        words.append(filled[0] if filled is not None else tokens[token_id])
+    return words
+
+
+def slotted_tokens(tokens: Sequence[str], word_ids: Sequence[int], table: ConceptTable) -> list[str]:
+    """Training captions for a concept decoder: each word that names one of the image's slot
+    concepts (the word, its plural or a caption form) becomes that slot's token."""
+    names = slot_tokens(len(word_ids))
+    lookup: dict[str, str] = {}
+    for k, word_id in reversed(list(enumerate(word_ids))):  # the most probable slot wins a shared form
+        if word_id < 0:
+            continue
+        singular, plural = table.forms(word_id)
+        lookup.update({form: names[k] for form in singular})
+        lookup.update({form: names[len(word_ids) + k] for form in plural})
+    return [lookup.get(token, token) for token in tokens]
+
+
+def top_classes(class_probs: Sequence[float], table: ConceptTable, word_id: int, *, limit: int = 3) -> list[int]:
+    """The classes of concept ``word_id``, most probable first (at most ``limit``)."""
+    members = [c for c, w in enumerate(table.class_words) if w == word_id]
+    return sorted(members, key=lambda c: -class_probs[c])[:limit]
