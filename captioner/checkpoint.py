@@ -2,8 +2,9 @@
 
 Metadata keys: ``format`` (version), ``config`` (:class:`ModelConfig`), ``vocab`` (token
 list), ``encoder`` (:class:`EncoderSpec`: name, weights tag, preprocessing), ``training``,
-``metrics``, ``decoding`` (defaults such as the calibrated softmax temperature) and
-``encoder_tuned_stages``. Loading runs no code (safetensors never unpickles). The encoder is
+``metrics``, ``decoding`` (defaults such as the calibrated softmax temperature),
+``encoder_tuned_stages`` and, for decoders that read concepts, ``concepts`` (the concept table:
+words, plurals, each ImageNet class's word). Loading runs no code (safetensors never unpickles). The encoder is
 not stored; it is rebuilt from its spec. When its last stages were fine-tuned with the
 decoder, their weights are stored as ``encoder.<name>`` tensors and replace the rebuilt ones.
 """
@@ -21,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from captioner.concepts import ConceptTable
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder, build_decoder, decoder_class
 from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
@@ -49,6 +51,7 @@ class Checkpoint:
     decoding: dict[str, Any] = field(default_factory=dict)
     encoder_weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     encoder_tuned_stages: int = 0  # the encoder's last stages whose weights ``encoder_weights`` holds
+    concepts: ConceptTable | None = None  # the concept table of a decoder that reads concepts
 
     def save(self, path: str | Path) -> Path:
         """Write this checkpoint (e.g. one made with ``dataclasses.replace`` for new metadata)."""
@@ -62,6 +65,7 @@ class Checkpoint:
             decoding=self.decoding,
             encoder_weights=self.encoder_weights,
             encoder_tuned_stages=self.encoder_tuned_stages,
+            concepts=self.concepts,
         )
 
     def build_encoder(self) -> ImageEncoder:
@@ -105,6 +109,7 @@ def save_checkpoint(
     decoding: dict[str, Any] | None = None,
     encoder_weights: dict[str, torch.Tensor] | None = None,
     encoder_tuned_stages: int = 0,
+    concepts: ConceptTable | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write atomically (temp file + rename): a crash mid-save never leaves a broken file.
@@ -127,6 +132,7 @@ def save_checkpoint(
         "metrics": json.dumps(metrics or {}),
         "decoding": json.dumps(decoding or {}),
         "encoder_tuned_stages": json.dumps(encoder_tuned_stages),
+        **({"concepts": json.dumps(concepts.to_dict())} if concepts is not None else {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -142,7 +148,7 @@ def _unshared_tensors(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dic
     tensors: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
     for name, value in state.items():
-        tensor = value.detach().to("cpu", dtype).contiguous()
+        tensor = value.detach().to("cpu", dtype if value.is_floating_point() else value.dtype).contiguous()
         if tensor.untyped_storage().data_ptr() in storages:
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
@@ -180,6 +186,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         decoder_class(config.decoder)  # a name this version knows
         vocab = Vocabulary(meta["vocab"])
         encoder = EncoderSpec.from_dict(meta["encoder"])
+        concepts = ConceptTable.from_dict(meta["concepts"]) if "concepts" in meta else None
+        if decoder_class(config.decoder).reads_concepts and concepts is None:
+            raise ValueError(f"a {config.decoder} decoder needs the concept table, which the file lacks")
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path.name}: incomplete or invalid checkpoint metadata ({error})") from error
     if len(vocab) != config.vocab_size:
@@ -206,7 +215,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); the file was made by a "
             "different model version or was edited"
         )
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     model.to(device).eval()
     return Checkpoint(
         config,
@@ -218,6 +227,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         meta.get("decoding", {}),
         {k: v.float() for k, v in encoder_weights.items()},
         tuned_stages,
+        concepts,
     )
 
 

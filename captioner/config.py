@@ -29,6 +29,11 @@ class ModelConfig:
         attention_dim: Size of the additive attention's hidden layer.
         tie_embeddings: The word classifier shares its weights with the word embeddings
             (Press and Wolf 2017); needs ``hidden_dim == embed_dim``.
+        num_classes: Classes of the encoder's ImageNet head (concept decoders).
+        concept_words: Words of the concept table (concept decoders; 0 otherwise).
+        concept_slots: The image's best concept words the decoder reads and may copy.
+        concept_threshold: Summed class probability a concept word needs to fill a slot; an
+            empty slot's copy tokens are never generated.
     """
 
     encoder: str = "efficientnet_lite0"
@@ -42,6 +47,10 @@ class ModelConfig:
     decoder: str = "show_and_tell"
     attention_dim: int = 512
     tie_embeddings: bool = False
+    num_classes: int = 1000
+    concept_words: int = 0
+    concept_slots: int = 0
+    concept_threshold: float = 0.3
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -112,13 +112,21 @@ class ImagePreprocessor:
 
 
 class ImageEncoder(nn.Module):
-    """A frozen CNN without its classifier. ``forward`` gives the spatial map (B, C, H, W)."""
+    """A frozen CNN without its classifier. ``forward`` gives the spatial map (B, C, H, W).
 
-    def __init__(self, backbone: nn.Module, spec: EncoderSpec, feature_dim: int) -> None:
+    ``imagenet_head``: the network's own ImageNet classifier over the pooled map, kept aside for
+    concept decoders, which read the 1,000 class probabilities from the same map (None where
+    the encoder has none, or once its top is fine-tuned and its map no longer fits the head).
+    """
+
+    def __init__(
+        self, backbone: nn.Module, spec: EncoderSpec, feature_dim: int, *, imagenet_head: nn.Linear | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = spec
         self.feature_dim = feature_dim
+        self.imagenet_head = imagenet_head
         self._trace: tuple[torch.Size, nn.Module] | None = None  # (input height x width, traced backbone)
         self._traced_layout: tuple[torch.device, tuple[int, ...]] | None = None  # the example's device, strides
         self.freeze()
@@ -174,6 +182,7 @@ class ImageEncoder(nn.Module):
             for name, tensor in weights.items():
                 own[name].copy_(tensor)
         self._trace = self._traced_layout = None  # trace again with the new weights
+        self.imagenet_head = None  # a tuned top's maps no longer give ImageNet probabilities
 
     @staticmethod
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
@@ -259,9 +268,10 @@ def build_encoder(name: str, *, pretrained: bool = True) -> ImageEncoder:
         model = efficientnet_lite_classifier(name, pretrained=pretrained)
         spec = _lite_spec(name, model)
         feature_dim = model.num_features
+        head = model.get_classifier()
         model.reset_classifier(0, global_pool="")
         fold_batch_norms(model)  # frozen: each BatchNorm becomes part of its convolution
-        return ImageEncoder(_TimmFeatureMap(model), spec, feature_dim)
+        return ImageEncoder(_TimmFeatureMap(model), spec, feature_dim, imagenet_head=head)
     if name.startswith(_TORCHVISION_PREFIX):
         return _build_torchvision(name, pretrained=pretrained)
     raise ValueError(

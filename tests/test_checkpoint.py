@@ -89,7 +89,9 @@ def test_a_checkpoint_from_before_decoders_were_named_loads_its_decoder(tmp_path
 
 def test_an_unknown_decoder_name_is_refused_naming_the_known_ones(tmp_path, small_model, small_vocab):
     path = _with_config(tmp_path, small_model, small_vocab, decoder="transformer")
-    with pytest.raises(CheckpointError, match="unknown decoder 'transformer'; choose one of show_and_tell, soft_"):
+    with pytest.raises(
+        CheckpointError, match="unknown decoder 'transformer'; choose one of concept_attention, show_and_tell, soft_"
+    ):
         load_checkpoint(path)
 
 

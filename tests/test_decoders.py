@@ -13,7 +13,15 @@ from captioner.decoders import Decoder, build_decoder, decoder_class, decoder_na
 
 @pytest.mark.parametrize("name", decoder_names())
 def test_every_registered_name_builds_a_decoder_that_generates(name, small_vocab):
-    config = ModelConfig(feature_dim=16, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20, decoder=name)
+    config = ModelConfig(
+        feature_dim=16,
+        vocab_size=len(small_vocab),
+        embed_dim=12,
+        hidden_dim=20,
+        decoder=name,
+        concept_words=5,  # read by concept decoders only
+        concept_slots=2,
+    )
     decoder = build_decoder(config).eval()
     assert isinstance(decoder, Decoder) and decoder.name == name and decoder_class(name) is type(decoder)
     features = torch.randn(2, 16, 3, 3) if decoder.reads_map else torch.randn(2, 16)
@@ -37,5 +45,8 @@ def test_the_shipped_checkpoint_stores_the_legacy_flag_and_loads_as_soft_attenti
 
 
 def test_an_unknown_decoder_is_refused_with_the_registered_names():
-    with pytest.raises(ValueError, match="unknown decoder 'transformer'; choose one of show_and_tell, soft_attention"):
+    with pytest.raises(
+        ValueError,
+        match="unknown decoder 'transformer'; choose one of concept_attention, show_and_tell, soft_attention",
+    ):
         build_decoder(ModelConfig(vocab_size=9, decoder="transformer"))

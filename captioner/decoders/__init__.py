@@ -11,12 +11,23 @@ from __future__ import annotations
 
 from captioner.config import ModelConfig
 from captioner.decoders.base import Decoder
+from captioner.decoders.concept_attention import ConceptAttentionDecoder
 from captioner.decoders.show_and_tell import ShowAndTellDecoder
 from captioner.decoders.soft_attention import SoftAttentionDecoder
 
-__all__ = ["Decoder", "ShowAndTellDecoder", "SoftAttentionDecoder", "build_decoder", "decoder_class", "decoder_names"]
+__all__ = [
+    "ConceptAttentionDecoder",
+    "Decoder",
+    "ShowAndTellDecoder",
+    "SoftAttentionDecoder",
+    "build_decoder",
+    "decoder_class",
+    "decoder_names",
+]
 
-_DECODERS: dict[str, type[Decoder]] = {cls.name: cls for cls in (ShowAndTellDecoder, SoftAttentionDecoder)}
+_DECODERS: dict[str, type[Decoder]] = {
+    cls.name: cls for cls in (ShowAndTellDecoder, SoftAttentionDecoder, ConceptAttentionDecoder)
+}
 
 
 def decoder_names() -> list[str]:

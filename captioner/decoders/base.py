@@ -27,11 +27,13 @@ class Decoder(nn.Module):
         name: The name the registry, the config and the checkpoint know it by.
         has_attention: Every word comes with weights over the image's locations.
         reads_map: Reads the encoder's map (B, C, H, W) rather than its pooled vector (B, C).
+        reads_concepts: Reads the image's ImageNet concepts (a concept table travels with it).
     """
 
     name: ClassVar[str]
     has_attention: ClassVar[bool] = False
     reads_map: ClassVar[bool] = False
+    reads_concepts: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -239,8 +239,9 @@ void greedy_boxed(const c10::OperatorHandle&, Stack* stack) {
   std::vector<at::Tensor> records;
   for (int64_t i = 0; i < max_length; ++i) {
     auto [logits, attention] = step(tokens, s, w);
-    if (mask.has_value()) {
-      logits = at::add(*mask, logits, scale);
+    if (mask.has_value()) {  // (V,) for every image, or (B, V) one row per image
+      const bool per_image = mask->dim() == 2 && mask->size(0) != 1;
+      logits = at::add(per_image ? mask->index_select(0, rows) : *mask, logits, scale);
     } else if (scale != 1.0) {
       logits = logits * scale;
     }

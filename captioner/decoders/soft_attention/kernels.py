@@ -78,8 +78,9 @@ def fused_greedy(
     records: list[Record] = []
     for _ in range(max_length):
         logits, attention, state = fused_step(tokens, state, weights)
-        if mask is not None:
-            logits = torch.add(mask, logits, alpha=scale)
+        if mask is not None:  # (V,) for every image, or (B, V) one row per image
+            per_image = mask.dim() == 2 and mask.shape[0] != 1
+            logits = torch.add(mask.index_select(0, rows) if per_image else mask, logits, alpha=scale)
         elif scale != 1.0:
             logits = logits * scale
         top_log_p, top_ids = torch.log_softmax(logits, dim=-1).topk(top_k, dim=-1)

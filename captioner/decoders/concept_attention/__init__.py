@@ -1,0 +1,9 @@
+"""The concept decoder: soft attention over the image and its ImageNet concepts, with copy tokens.
+
+:mod:`.model` is the reference (training) form, :mod:`.fused` its CPU inference form.
+"""
+
+from captioner.decoders.concept_attention.fused import FusedConceptDecoder
+from captioner.decoders.concept_attention.model import ConceptAttentionDecoder
+
+__all__ = ["ConceptAttentionDecoder", "FusedConceptDecoder"]

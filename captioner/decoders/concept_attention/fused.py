@@ -1,0 +1,75 @@
+"""CPU inference form of the concept decoder: the fused soft-attention kernels over ``L + K`` memories.
+
+The concept decoder differs from soft attention only before the first word (its memories are
+the image's locations followed by the concept slots) and in an additive mask on the slot
+tokens' logits, so :class:`FusedConceptDecoder` builds its state once in Python and then runs
+the soft-attention decoder's fused step and compiled greedy loop unchanged, the slot mask
+passed as the loop's per-image logit mask.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from captioner.decoders.soft_attention.fused import FusedAttentionDecoder, _linear
+from captioner.decoders.soft_attention.kernels import Record, State
+
+if TYPE_CHECKING:
+    from captioner.decoders.concept_attention.model import ConceptAttentionDecoder
+
+__all__ = ["FusedConceptDecoder"]
+
+
+class FusedConceptDecoder(FusedAttentionDecoder):
+    """:class:`ConceptAttentionDecoder`'s decoding interface with the fused fp16 soft-attention
+    kernels; the concept slots' few fp32 products run once per caption, before the first word."""
+
+    def __init__(self, model: ConceptAttentionDecoder, *, native: bool = True) -> None:
+        super().__init__(model, native=native)
+        self.reference = model  # its concept table, slot memories and slot mask
+        self.slots, self.base_vocab_size = model.slots, model.base_vocab_size
+
+    def _concept_state(self, features: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """The kernels' state before ``<start>`` over the locations and slots, and the slot mask (B, 2K)."""
+        concepts = self.reference.concepts(features)
+        if features.dim() == 4:
+            features = features.flatten(2).transpose(1, 2)
+        locations = _linear(self.norm(features.float()), self._glue)  # (B, L, E)
+        memories = torch.cat([locations, self.reference.concept_memories(concepts)], dim=1)  # (B, L + K, E)
+        h, c = torch.tanh(_linear(memories.mean(dim=1), self._init)).chunk(2, dim=1)
+        keys = _linear(memories.contiguous(), self._key)
+        from_h = _linear(h, self._from_new_hidden)[:, self.vocab_size :]
+        return (h.contiguous(), c.contiguous(), memories, keys, from_h), self.reference.slot_mask(concepts)
+
+    def init_state(self, features: torch.Tensor):
+        (h, c, memories, keys, from_h), mask = self._concept_state(features)
+        weights = torch.full(memories.shape[:2], 1.0 / memories.shape[1], device=memories.device)
+        return h, c, memories, keys, weights, from_h, mask
+
+    def step(self, tokens: torch.Tensor, state):
+        *fused, mask = state
+        logits, fused = super().step(tokens, tuple(fused))
+        logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
+        return logits, (*fused, mask)
+
+    def greedy_records(self, features: torch.Tensor, *, mask: torch.Tensor | None, **options: Any) -> list[Record]:
+        """The compiled greedy loop with the slot mask as a per-image logit mask (B, V); the records'
+        attention weights cover the image's locations only, as :meth:`attention_weights` does."""
+        state, slot_mask = self._concept_state(features)
+        per_image = torch.zeros(slot_mask.shape[0], self.vocab_size, device=slot_mask.device)
+        per_image[:, self.base_vocab_size :] = slot_mask  # 0 or -inf, whatever the loop's scale
+        if mask is not None:
+            per_image += mask
+        records = self._greedy(state, self._weights, mask=per_image, **options)
+        return [(*record[:5], record[5][:, : -self.slots]) for record in records]
+
+    def attention_weights(self, state) -> torch.Tensor:
+        """The weights (B, L) over the image's locations (the slots' share left out)."""
+        return state[4][:, : -self.slots]
+
+    @staticmethod
+    def select_state(state, indices: torch.Tensor):
+        *fused, mask = state
+        return (*FusedAttentionDecoder.select_state(tuple(fused), indices), mask.index_select(0, indices))
