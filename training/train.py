@@ -23,14 +23,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from captioner.checkpoint import save_checkpoint
+from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.concepts import ConceptTable, caption_words
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder, build_decoder, decoder_class, decoder_names
 from captioner.decoders.layers import masked_cross_entropy
 from captioner.decoding import greedy_decode
 from captioner.encoders import build_encoder
-from captioner.vocab import Vocabulary
+from captioner.vocab import Vocabulary, tokenize
 from training.batches import caption_batches, caption_pairs
+from training.concept_data import (
+    base_vocabulary,
+    cached_slot_words,
+    concept_vocabulary,
+    prepare_concept_decoder,
+    slotted_caption_pairs,
+    start_from,
+)
 from training.config_cli import config_parser
 from training.datasets import CaptionedImage, load_corpus
 from training.distributed import Distributed, setup_distributed
@@ -77,6 +86,16 @@ class TrainConfig:
     attention_dim: int = 512
     attention_reg: float = 1.0
     tie_embeddings: bool = False
+    init: str | None = field(
+        default=None, metadata={"help": "start from this checkpoint's weights and vocabulary (slot tokens are added)"}
+    )
+    exclude_words: str = field(
+        default="", metadata={"help": "leave out training images whose captions mention any of these words"}
+    )
+    concept_slots: int = field(default=3, metadata={"help": "concept decoders: concept words read per image"})
+    concept_threshold: float = field(
+        default=0.2, metadata={"help": "concept decoders: class probability a concept needs to fill a slot"}
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -93,10 +112,12 @@ def validate(
     *,
     max_length: int,
     batch_size: int = 250,
+    table: ConceptTable | None = None,
 ) -> dict[str, float]:
     """Greedy-decode ``features`` and score against the images' references (fast, Java-free).
 
     Plain greedy over the whole vocabulary (``<unk>`` allowed), as the shipped model was selected.
+    A concept decoder's copy tokens are filled from ``table``.
     """
     model.eval()
     predictions = {}
@@ -109,10 +130,31 @@ def validate(
             max_length=max_length,
             top_k=1,
         )
-        for image, seq in zip(images[start : start + batch_size], decoded):
-            predictions[image.name] = " ".join(vocab.decode(seq.token_ids))
+        captions = caption_texts(model, features[start : start + batch_size], decoded, vocab, table)
+        predictions.update(
+            {image.name: caption for image, caption in zip(images[start : start + batch_size], captions)}
+        )
     references = {image.name: list(image.captions) for image in images}
     return score_captions(predictions, references, use_java=False, metrics=("BLEU", "CIDEr"))
+
+
+def caption_texts(
+    model: Decoder, features: torch.Tensor, decoded: list, vocab: Vocabulary, table: ConceptTable | None
+) -> list[str]:
+    """The decoded captions as text; a concept decoder's copy tokens become the images' concept words."""
+    if table is None:
+        return [" ".join(vocab.decode(seq.token_ids)) for seq in decoded]
+    slots = model.concepts(features).word_ids.tolist()
+    return [
+        " ".join(caption_words(seq.token_ids, vocab.tokens, vocab.end_id, words, table))
+        for seq, words in zip(decoded, slots)
+    ]
+
+
+def excluding(images: list[CaptionedImage], words: str) -> list[CaptionedImage]:
+    """``images`` less those with a caption that mentions one of the space-separated ``words``."""
+    banned = set(words.split())
+    return [image for image in images if not any(banned & set(tokenize(c)) for c in image.captions)]
 
 
 def train(config: TrainConfig) -> Path:
@@ -147,11 +189,21 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     val_images = [image for image in corpus if image.split == "val"]
     if not train_images or not val_images:
         raise ValueError("the corpus needs images in both the 'train' and 'val' splits")
-    vocab = Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
+    if config.exclude_words:
+        kept = excluding(train_images, config.exclude_words)
+        _log(job, f"--exclude-words: {len(train_images) - len(kept)} training images left out")
+        train_images = kept
+    initial = load_checkpoint(config.init) if config.init else None
+    vocab = (
+        base_vocabulary(initial.vocab)
+        if initial is not None
+        else Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
+    )
+    table = ConceptTable.load() if decoder.reads_concepts else None
+    if table is not None:
+        vocab = concept_vocabulary(vocab, config.concept_slots)
     pooled = cache.model_inputs(decoder.reads_map).to(job.device)
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images])).to(job.device)]
-    pairs = caption_pairs(train_images, cache.rows([image.name for image in train_images]), vocab)
-    val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
 
     model_config = ModelConfig(
         encoder=config.encoder,
@@ -165,8 +217,31 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         decoder=config.decoder,
         attention_dim=config.attention_dim,
         tie_embeddings=config.tie_embeddings,
+        **(
+            {
+                "concept_words": len(table.words),
+                "concept_slots": config.concept_slots,
+                "concept_threshold": config.concept_threshold,
+            }
+            if table is not None
+            else {}
+        ),
     )
     model = build_decoder(model_config).to(job.device)
+    if table is not None:
+        prepare_concept_decoder(model, table, encoder)
+    if initial is not None:
+        fresh = start_from(model, initial.model, vocab, table)
+        _log(job, f"started from {config.init}; new: {', '.join(fresh) or 'nothing'}")
+    train_rows = cache.rows([image.name for image in train_images])
+    if table is not None:  # captions name the image's concepts through its slots' copy tokens
+        slots = cached_slot_words(model, pooled)
+        pairs = slotted_caption_pairs(train_images, train_rows, vocab, slots, table)
+        val_slots = slots[torch.from_numpy(cache.rows([image.name for image in val_images]))]
+        val_pairs = slotted_caption_pairs(val_images, np.arange(len(val_images)), vocab, val_slots, table)
+    else:
+        pairs = caption_pairs(train_images, train_rows, vocab)
+        val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
@@ -224,7 +299,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             total, count = total + loss.item() * len(rows), count + len(rows)
         scheduler.step()
         if job.is_main:
-            scores = validate(model, val_features, val_images, vocab, max_length=config.max_length)
+            scores = validate(model, val_features, val_images, vocab, max_length=config.max_length, table=table)
             row = {
                 "epoch": epoch + 1,
                 "train_loss": total / count,
@@ -246,7 +321,13 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
                     "processes": job.world_size,
                 }
                 save_checkpoint(
-                    best_path, model, vocab, encoder.spec, training=training, metrics={"val_greedy": scores}
+                    best_path,
+                    model,
+                    vocab,
+                    encoder.spec,
+                    training=training,
+                    metrics={"val_greedy": scores},
+                    concepts=table,
                 )
             _log(job, format_row(row) + (" *" if stale == 0 else ""))
             write_log(run_dir, history)

@@ -1,0 +1,110 @@
+"""Training inputs of a concept decoder: its table and ImageNet head, slot vocabulary, slotted captions.
+
+Every cached image's slot concepts come from its cached map through the decoder's copy of the
+encoder's ImageNet head (one small product per image, no second pass over the photos); each
+training caption then has the words naming those concepts replaced by the slots' copy tokens
+(:func:`captioner.concepts.slotted_tokens`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from captioner.concepts import ConceptTable, slot_tokens, slotted_tokens
+from captioner.encoders import ImageEncoder
+from captioner.vocab import Vocabulary, tokenize
+
+__all__ = [
+    "base_vocabulary",
+    "cached_slot_words",
+    "concept_vocabulary",
+    "prepare_concept_decoder",
+    "slotted_caption_pairs",
+    "start_from",
+]
+
+
+def cached_slot_words(model: nn.Module, features: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
+    """(N, K) long: the slot words (-1: empty) the concept decoder ``model`` reads from each row of
+    ``features`` (the cached maps), in chunks to bound memory."""
+    with torch.inference_mode():
+        return torch.cat([model.concepts(features[i : i + chunk]).word_ids for i in range(0, len(features), chunk)])
+
+
+def base_vocabulary(vocab: Vocabulary) -> Vocabulary:
+    """``vocab`` without the slot tokens a concept decoder's vocabulary ends with (if any)."""
+    return Vocabulary([token for token in vocab.tokens if not token.startswith("<concept")])
+
+
+def concept_vocabulary(base: Vocabulary, slots: int) -> Vocabulary:
+    """``base`` followed by the ``2 * slots`` copy tokens."""
+    return Vocabulary([*base.tokens, *slot_tokens(slots)])
+
+
+def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: ImageEncoder) -> None:
+    """Give a fresh concept decoder its table and a copy of the encoder's ImageNet head."""
+    if encoder.imagenet_head is None:
+        raise ValueError(
+            f"the {encoder.spec.name} encoder has no ImageNet head; a concept decoder needs an EfficientNet-Lite"
+        )
+    model.set_concept_table(table.class_index(), encoder.imagenet_head)
+
+
+def slotted_caption_pairs(
+    images: Sequence, rows: np.ndarray, vocab: Vocabulary, word_ids: torch.Tensor, table: ConceptTable
+) -> list[tuple[int, torch.Tensor]]:
+    """(feature row, token ids) for every caption, with the image's concept words as slot tokens.
+    ``word_ids`` (N, K): each cached row's slot words (-1: empty)."""
+    pairs = []
+    for image, row in zip(images, rows):
+        slots = word_ids[int(row)].tolist()
+        for caption in image.captions:
+            tokens = slotted_tokens(tokenize(caption), slots, table)
+            pairs.append((int(row), torch.tensor([vocab.start_id, *map(vocab.id_of, tokens), vocab.end_id])))
+    return pairs
+
+
+def start_from(model: nn.Module, initial: nn.Module, vocab: Vocabulary, table: ConceptTable | None) -> list[str]:
+    """Copy ``initial``'s weights into ``model`` wherever names and shapes agree, and the rows of
+    its vocabulary where ``model``'s vocabulary extends it with slot tokens; the slot tokens'
+    own rows start as the mean row of the concept words that vocabulary holds (singular or
+    plural), so a copy token begins as "some noun". Returns the names left as initialised."""
+    own, theirs = model.state_dict(), initial.state_dict()
+    old_vocab = initial.config.vocab_size
+    fresh = []
+    with torch.no_grad():
+        for name, tensor in own.items():
+            source = theirs.get(name)
+            if source is not None and source.shape == tensor.shape:
+                tensor.copy_(source)
+            elif (
+                source is not None
+                and tensor.dim() >= 1
+                and tensor.shape[1:] == source.shape[1:]
+                and (tensor.shape[0] > source.shape[0] == old_vocab)
+            ):
+                tensor[:old_vocab] = source
+                _slot_rows(tensor, source, vocab, old_vocab, table)
+            else:
+                fresh.append(name)
+    return fresh
+
+
+def _slot_rows(tensor: torch.Tensor, source: torch.Tensor, vocab: Vocabulary, old_vocab: int, table) -> None:
+    """Rows past ``old_vocab`` (the slot tokens: singular ones, then plural ones) as the mean of the
+    concept words' rows."""
+    slots = (tensor.shape[0] - old_vocab) // 2
+    singular = {w for w in table.words} if table is not None else set()
+    plural = set(table.plurals) if table is not None else set()
+    for rows, words in (
+        (range(old_vocab, old_vocab + slots), singular),
+        (range(old_vocab + slots, tensor.shape[0]), plural),
+    ):
+        ids = [i for i, token in enumerate(vocab.tokens[:old_vocab]) if token in words]
+        mean = source[ids].mean(dim=0) if ids else source[4:].mean(dim=0)
+        for row in rows:
+            tensor[row] = mean
