@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageSource",
     "MAX_PIXELS",
+    "check_photo",
+    "checked_file",
     "MediaError",
     "PHOTO_FORMATS",
     "VideoFrame",
@@ -145,11 +147,14 @@ def checked_file(path: str | Path) -> Path:
     return path
 
 
-def check_photo_file(path: str | Path) -> None:
-    """Raise :class:`MediaError` unless ``path`` is a file in one of :data:`PHOTO_FORMATS` within
-    :data:`MAX_PIXELS`; reads the header only (for a framework that decodes uploads itself)."""
+def check_photo(source: str | Path | bytes) -> None:
+    """Raise :class:`MediaError` unless ``source`` (a path or a file's bytes) is a photo in one of
+    :data:`PHOTO_FORMATS` within :data:`MAX_PIXELS`; reads the header only (for a framework
+    that decodes uploads itself, after this check)."""
     try:
-        with _opened(checked_file(path)):
+        if isinstance(source, bytes) and not source:
+            raise MediaError("the file is empty")
+        with _opened(io.BytesIO(source) if isinstance(source, bytes) else checked_file(source)):
             pass
     except MediaError:
         raise

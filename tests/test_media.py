@@ -14,7 +14,7 @@ from PIL import Image
 from captioner import media
 from captioner.media import (
     MediaError,
-    check_photo_file,
+    check_photo,
     is_video_path,
     load_image,
     media_files,
@@ -189,8 +189,9 @@ def test_formats_outside_the_allow_list_are_refused_unread(tmp_path, name, write
     write(path)
     with pytest.raises(MediaError, match="not an image file in a format we read"):
         load_image(path)
-    with pytest.raises(MediaError, match="not an image file in a format we read"):
-        check_photo_file(path)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(MediaError, match="not an image file in a format we read"):
+            check_photo(source)
 
 
 def test_a_fifo_is_not_reported_as_a_missing_file(tmp_path):
