@@ -8,6 +8,7 @@ Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import uuid
@@ -23,11 +24,11 @@ if not os.environ.get("CAPTIONER_ALLOW_TRITON"):
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
 from captioner.malloc import bound_heap_growth  # noqa: E402
-from captioner.media import load_image, register_image_plugins  # noqa: E402
+from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
 from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
 
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -49,11 +50,19 @@ class PhotoInput(gr.Image):
         return "image"
 
     def preprocess(self, payload):  # noqa: ANN001, ANN201 - Gradio's signature
+        if payload is not None:  # Gradio opens uploads with every format Pillow has: check ours first
+            try:
+                url = payload.url or ""
+                check_photo(base64.b64decode(url.partition(",")[2]) if url.startswith("data:") else payload.path)
+            except MediaError as error:
+                raise gr.Error(f"Could not read this image: {error}.") from error
+            except (ValueError, TypeError) as error:  # a data URL that is not base64, no path
+                raise gr.Error("This upload is not an image file.") from error
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError as error:
             raise gr.Error(f"This image is too large to process ({error}).") from error
-        except (UnidentifiedImageError, OSError, ValueError) as error:
+        except Exception as error:  # the decoder's own error types
             raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, HEIC, GIF, ...).") from error
 
 

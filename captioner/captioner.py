@@ -20,6 +20,7 @@ from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
+from captioner.options import check_decoding_options, check_frame_count
 from captioner.vocab import END
 
 __all__ = [
@@ -176,6 +177,7 @@ class Captioner:
         the sampled frames are also split into that many consecutive groups, each
         captioned from the mean of its own frames (a timeline of captions).
         """
+        check_frame_count(num_frames)
         frames = read_video_frames(path, num_frames=num_frames, max_frames=max_frames)
         features = self.encode([frame.image for frame in frames])  # (N, C, H, W)
         sections = min(segments, len(frames))
@@ -214,15 +216,22 @@ class Captioner:
         (``seed`` makes it repeatable). Settings left at None take the checkpoint's defaults
         (:attr:`default_decoding`: the decoding chosen on ``val`` and the calibrated temperature,
         which changes the shown probabilities, not greedy words)."""
-        if not 1 <= top_k <= len(self.vocab):
-            raise ValueError(f"top_k must be between 1 and {len(self.vocab)}")
-        if max_length < 1:
-            raise ValueError("max_length must be at least 1")
         defaults = self.default_decoding
         beam_size = defaults["beam_size"] if beam_size is None else beam_size
         length_penalty = defaults["length_penalty"] if length_penalty is None else length_penalty
         no_repeat_ngram = defaults["no_repeat_ngram"] if no_repeat_ngram is None else no_repeat_ngram
         temperature = defaults["temperature"] if temperature is None else temperature
+        check_decoding_options(
+            beam_size=beam_size,
+            top_k=top_k,
+            max_length=max_length,
+            length_penalty=length_penalty,
+            no_repeat_ngram=no_repeat_ngram,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            vocab_size=len(self.vocab),
+        )
         ids = {
             "start_id": self.vocab.start_id,
             "end_id": self.vocab.end_id,

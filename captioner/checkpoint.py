@@ -195,26 +195,25 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         raise CheckpointError(
             f"{path.name}: vocabulary has {len(vocab)} tokens but the config says {config.vocab_size}"
         )
+    shapes = _stored_shapes(path)
+    encoder_shapes = {k for k in shapes if k.startswith(_ENCODER_PREFIX)}
+    tuned_stages = meta.get("encoder_tuned_stages", 0)
+    if bool(encoder_shapes) != bool(tuned_stages) or not isinstance(tuned_stages, int):
+        raise CheckpointError(f"{path.name}: its fine-tuned encoder weights and encoder_tuned_stages disagree")
+    _check_shapes(path, config, {k: v for k, v in shapes.items() if k not in encoder_shapes})
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise _unreadable(path, error) from error
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"{path.name}: weights {broken[:3]} hold NaN or infinite values (a diverged training run, "
+            "or a damaged file); use an earlier checkpoint"
+        )
     encoder_weights = {k.removeprefix(_ENCODER_PREFIX): v for k, v in tensors.items() if k.startswith(_ENCODER_PREFIX)}
     tensors = {k: v for k, v in tensors.items() if not k.startswith(_ENCODER_PREFIX)}
-    tuned_stages = meta.get("encoder_tuned_stages", 0)
-    if bool(encoder_weights) != bool(tuned_stages) or not isinstance(tuned_stages, int):
-        raise CheckpointError(f"{path.name}: its fine-tuned encoder weights and encoder_tuned_stages disagree")
     model = build_decoder(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path.name}: weights do not match its config (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); the file was made by a "
-            "different model version or was edited"
-        )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     model.to(device).eval()
     return Checkpoint(
@@ -229,6 +228,38 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         tuned_stages,
         concepts,
     )
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's shape, read from the file's header (no weights are loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise _unreadable(path, error) from error
+
+
+def _check_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a config that does not fit the stored tensors, before the model is built: its
+    shapes come from a model built on the meta device (no memory, no time, whatever the sizes)."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_decoder(config).state_dict().items()}
+    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+        raise CheckpointError(
+            f"{path.name}: its config cannot describe a model ({error}); the file was edited"
+        ) from error
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path.name}: weights do not match its config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); the file was made by a "
+            "different model version or was edited"
+        )
 
 
 def _existing(path: str | Path) -> Path:

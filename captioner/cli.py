@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from captioner.captioner import Captioner
 from captioner.checkpoint import CheckpointError
 from captioner.media import MediaError, is_video_path, media_files
+from captioner.options import check_decoding_options, check_frame_count
 from captioner.precision import DECODER_PRECISIONS
 
 __all__ = ["main"]
@@ -54,14 +56,26 @@ def _expanded(paths: Sequence[str]) -> list[str]:
     return expanded
 
 
+def _shown(path: str) -> str:
+    """``path`` on one line and printable: control characters (a newline in a file name) and
+    undecodable bytes written as escapes (``\\n``, ``\\xff``)."""
+    return "".join(char if char.isprintable() else _escaped(char) for char in path)
+
+
+def _escaped(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # a byte the file system's encoding could not decode
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
+
+
+_FLAGS = {"beam_size": "--beam", "num_frames": "--frames"}  # options whose flag is not their name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Caption every path; a bad input is reported and skipped. Returns 1 if any failed."""
-    args = _parser().parse_args(argv)
-    try:
-        captioner = Captioner.load(args.checkpoint, decoder_precision=args.precision)
-    except (CheckpointError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Caption every path; a bad input is reported and skipped. Returns 1 if any failed, 2 when
+    nothing could be captioned (bad options, checkpoint or output)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     options = {
         "beam_size": args.beam,
         "top_k": args.top_k,
@@ -73,8 +87,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "top_p": args.top_p,
         "seed": args.seed,
     }
+    try:
+        check_decoding_options(**{k: v for k, v in options.items() if k != "sample"})
+        check_frame_count(args.frames)
+    except ValueError as error:
+        name, _, rest = str(error).partition(" ")
+        parser.error(f"{_FLAGS.get(name, '--' + name.replace('_', '-'))} {rest}")  # exits 2 with the usage line
+    if sys.stdout is None:  # started with its standard output closed: captions would be lost
+        print("error: standard output is closed; redirect it to a file or a pipe", file=sys.stderr)
+        return 2
+    try:
+        captioner = Captioner.load(args.checkpoint, decoder_precision=args.precision)
+    except (CheckpointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        failures = _caption_all(captioner, _expanded(args.paths), args, options)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except OSError as error:  # a full disk, a closed descriptor
+        print(f"error: cannot write the captions ({error.strerror or error})", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+def _caption_all(captioner: Captioner, paths: list[str], args: argparse.Namespace, options: dict) -> int:
+    """Print each path's caption (or its error); returns the number that failed."""
     failures = 0
-    for path in _expanded(args.paths):
+    for path in paths:
         try:
             if Path(path).is_dir():
                 raise MediaError("no photos or videos in this folder")
@@ -87,10 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = str(error)
             if args.json:
                 print(json.dumps({"path": path, "error": message}))
-            print(f"error: {path}: {message}", file=sys.stderr)
+            print(f"error: {_shown(path)}: {message}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps({"path": path, **result.to_dict()}))
         else:
-            print(f"{path}\t{result.caption}")
-    return 1 if failures else 0
+            print(f"{_shown(path)}\t{result.caption}")
+    return failures

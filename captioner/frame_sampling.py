@@ -7,13 +7,14 @@ than ``seek_ahead`` frames on, asks the demuxer for the keyframe before it and d
 there. Positions are counted frame by frame; where a seek lands, its frame's position is its
 timestamp at the stream's average rate, so both ways pick the same frames of a constant-rate
 clip (and of a variable-rate one read in one pass, which is every clip sampled densely).
-Frame times are the frames' timestamps.
+Frame times are the frames' timestamps. Each taken frame is handed to ``convert`` as soon as it
+is decoded, so a caller that turns frames into small pictures never holds decoded frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -22,12 +23,20 @@ if TYPE_CHECKING:
 
 __all__ = ["frames_at"]
 
+T = TypeVar("T")
+
 
 def frames_at(
-    container: InputContainer, stream: VideoStream, positions: Sequence[int], *, seek_ahead: int | None
-) -> list[tuple[float, VideoFrame]]:
-    """``(seconds from the first frame, frame)`` for each of ``positions`` (0 = the first frame)
-    of a PyAV ``stream``: the first frame at or after each position, each frame once.
+    container: InputContainer,
+    stream: VideoStream,
+    positions: Sequence[int],
+    *,
+    seek_ahead: int | None,
+    convert: Callable[[VideoFrame], T] | None = None,
+) -> list[tuple[float, T]]:
+    """``(seconds from the first frame, convert(frame))`` for each of ``positions`` (0 = the first
+    frame) of a PyAV ``stream``: the first frame at or after each position, each frame once
+    (``convert`` None: the frames themselves).
 
     ``seek_ahead``: seek where the next position is more than this many frames past the last
     decoded one (None: never). Seeking stops for the rest of the clip once it lands where
@@ -35,7 +44,7 @@ def frames_at(
     """
     rate = float(stream.average_rate or 25.0)
     pending = sorted(set(positions))
-    taken: list[tuple[float, VideoFrame]] = []
+    taken: list[tuple[float, T]] = []
     frames: Iterator[VideoFrame] = container.decode(stream)
     start: float | None = None  # the first frame's time
     position = -1  # the last decoded frame's
@@ -62,6 +71,6 @@ def frames_at(
         else:
             position += 1  # counted, as a variable-rate clip's frames must be
         if position >= pending[0]:
-            taken.append((frame.time - start if stamped else position / rate, frame))
+            taken.append((frame.time - start if stamped else position / rate, convert(frame) if convert else frame))
             pending = [p for p in pending if p > position]
     return taken

@@ -7,12 +7,14 @@ message must contain.
 from __future__ import annotations
 
 import io
+import random
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fuzz import mutate, photo_seeds
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
@@ -89,6 +91,23 @@ def make_corpus(folder: Path, photo_path: Path) -> list[HostileCase]:
     save("HEIC photo (iPhones' format)", "photo.heic", photo, format="HEIF")
     save("float TIFF", "float.tiff", Image.fromarray(np.asarray(photo.convert("L"), dtype=np.float32)))
     save("huge but allowed (6000x6000)", "huge.jpg", photo.resize((6000, 6000)))
+    # formats outside the allow-list, refused unread (PostScript went to Ghostscript)
+    outside = "not an image file in a format we read"
+    postscript = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n"
+    add("PostScript named .jpg", "postscript.jpg", postscript, outside)
+    for fmt, name in (("QOI", "photo.qoi.jpg"), ("DDS", "photo.dds.jpg"), ("TGA", "photo.tga.jpg")):
+        buffer = io.BytesIO()
+        photo.resize((64, 48)).save(buffer, format=fmt)
+        add(f"{fmt} named .jpg", name, buffer.getvalue(), outside)
+    # found by tests/fuzz.py: decoders' own exceptions that escaped load_image
+    seeds = photo_seeds()
+    for kind, seed, rng_seed, name in (
+        ("AVIF: RuntimeError 'Missing or empty image item'", "avif", 11, "fuzz11.avif"),
+        ("AVIF: RuntimeError 'Decoding of color planes failed'", "avif", 178, "fuzz178.avif"),
+        ("HEIC: EOFError 'Unexpected end of file'", "heic", 1900, "fuzz1900.heic"),
+        ("HEIC: RuntimeError 'Security limit exceeded'", "heic", 6901, "fuzz6901.heic"),
+    ):
+        add(kind, name, mutate(seeds[seed], random.Random(rng_seed)), "corrupt|too large|not an image")
 
     container = av.open(str(folder / "noframes.mkv"), "w")
     stream = container.add_stream("libx264", rate=8)

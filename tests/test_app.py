@@ -89,7 +89,7 @@ def test_caption_video_with_timeline(client, tmp_path, dog_photo):
     ("name", "content", "endpoint", "message"),
     [
         ("notes.jpg", b"just text, not a photo", "/caption", "not an image"),
-        ("empty.png", b"", "/caption", "not an image"),
+        ("empty.png", b"", "/caption", "the file is empty"),
         ("junk.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, "/caption_video", "not a readable video"),
         ("empty.mp4", b"", "/caption_video", "empty"),
     ],

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 import torch
@@ -112,3 +113,39 @@ def test_other_safetensors_files_are_refused(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CheckpointError, match="not a captioner checkpoint"):
         load_checkpoint(tmp_path / "other.safetensors")
+
+
+def _edited(tmp_path, small_model, small_vocab, *, config_change=None, tensors=None):
+    """The small model's checkpoint with its config or tensors replaced, as a hand edit would."""
+    path = save_checkpoint(tmp_path / "m.safetensors", small_model, small_vocab, SPEC)
+    metadata = {"format": "captioner-checkpoint/1", **{k: json.dumps(v) for k, v in read_metadata(path).items()}}
+    config = {**json.loads(metadata["config"]), **(config_change or {})}
+    metadata["config"] = json.dumps(config)
+    tensors = tensors or {k: v.contiguous() for k, v in small_model.state_dict().items()}
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata=metadata)
+    return tmp_path / "edited.safetensors"
+
+
+def test_a_huge_edited_size_is_refused_from_the_shapes_before_any_model_is_built(tmp_path, small_model, small_vocab):
+    edited = _edited(tmp_path, small_model, small_vocab, config_change={"hidden_dim": 16000, "embed_dim": 16000})
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"wrong shape .*16000"):
+        load_checkpoint(edited)
+    assert time.perf_counter() - start < 1.0  # building a 16000-wide model takes seconds and gigabytes
+
+
+@pytest.mark.parametrize("value", [-5, 0])
+def test_a_negative_or_zero_size_is_a_checkpoint_error(tmp_path, small_model, small_vocab, value):
+    edited = _edited(tmp_path, small_model, small_vocab, config_change={"hidden_dim": value})
+    with pytest.raises(CheckpointError, match="edited"):
+        load_checkpoint(edited)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_by_name(tmp_path, small_model, small_vocab, bad):
+    tensors = {k: v.clone().contiguous() for k, v in small_model.state_dict().items()}
+    name = next(iter(tensors))
+    tensors[name].view(-1)[3] = bad
+    edited = _edited(tmp_path, small_model, small_vocab, tensors=tensors)
+    with pytest.raises(CheckpointError, match=f"{name}.*NaN or infinite"):
+        load_checkpoint(edited)

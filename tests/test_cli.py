@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 from media_helpers import mentions_dog, write_clip
 
@@ -59,3 +64,38 @@ def test_cli_captions_the_photos_and_videos_in_a_folder(tmp_path, dog_photo, cap
     ]
     assert mentions_dog(lines[0]["caption"]) and mentions_dog(lines[1]["caption"])
     assert "no photos or videos in this folder" in lines[2]["error"]
+
+
+def _cli(*arguments: str, **options) -> subprocess.CompletedProcess:
+    """``python -m captioner caption ARGUMENTS`` in a process of its own, through a shell."""
+    command = " ".join([shlex.quote(sys.executable), "-m captioner caption", *arguments])
+    return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300, **options)
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path, dog_photo, capsys):
+    odd = tmp_path / "two\nlines.jpg"
+    shutil.copy(dog_photo, odd)
+    assert main(["caption", str(odd), str(tmp_path / "gone\n.jpg")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1 and "two\\nlines.jpg\t" in captured.out
+    assert captured.err.count("\n") == 1 and "gone\\n.jpg: no such file" in captured.err
+
+
+def test_a_fifo_is_reported_as_not_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert main(["caption", str(fifo)]) == 1
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_output_piped_into_head_ends_quietly(dog_photo):
+    done = _cli(*[shlex.quote(str(dog_photo))] * 40, "| head -1; exit ${PIPESTATUS[0]}", executable="/bin/bash")
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert done.returncode == 1
+
+
+def test_closed_standard_output_is_an_error_not_a_silent_success(dog_photo):
+    done = _cli(shlex.quote(str(dog_photo)), ">&-")
+    assert done.returncode == 2
+    assert "standard output is closed" in done.stderr

@@ -91,3 +91,26 @@ def test_a_variable_rate_clip_gives_every_sampled_frame_at_its_own_time(tmp_path
     frames = read_video_frames(path, num_frames=8)
     assert [round(f.time, 3) for f in frames] == [stamp / 1000 for stamp in stamps_ms]
     assert [round(float(np.asarray(f.image).mean()) / 25) for f in frames] == list(range(8))
+
+
+def test_a_clip_whose_timestamps_jump_hours_still_gives_every_requested_frame(tmp_path):
+    """Half the frames stamped 20 hours later: the rate the timestamps imply misleads seeking
+    (it found 4 of 8 frames); the clip is then read through and sampled by frame count."""
+    jump = 20 * 3600 * 8
+    stamps = [*range(40), *(jump + i for i in range(40))]
+    path = tmp_path / "stretched.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width = stream.height = 64
+        stream.pix_fmt, stream.options = "yuv420p", {"g": "12"}
+        stream.codec_context.time_base = Fraction(1, 8)
+        for i, stamp in enumerate(stamps):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 3, dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 8)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = read_video_frames(path, num_frames=8)
+    assert len(frames) == 8
+    assert [round(frame.time) for frame in frames][-1] > 20 * 3600  # the file's own times are kept

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
+from captioner import media
 from captioner.media import (
     MediaError,
+    check_photo,
     is_video_path,
     load_image,
     media_files,
@@ -158,3 +161,68 @@ def test_media_files_are_the_photos_and_videos_of_a_folder(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "g.jpg").mkdir()  # a folder, whatever its name
     assert [p.name for p in media_files(tmp_path)] == ["a.PNG", "b.heic", "c.mov", "d.webp", "f.jpeg"]
+
+
+_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nnewpath 0 0 moveto 16 16 lineto stroke\nshowpage\n"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"])
+def test_every_allowed_photo_format_is_read(tmp_path, fmt):
+    register_image_plugins()
+    path = tmp_path / f"photo.{fmt.lower()}"
+    _photo().save(path, format=fmt)
+    assert load_image(path).size == (60, 40)
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [
+        ("postscript.jpg", lambda path: path.write_bytes(_EPS)),
+        ("photo.qoi", lambda path: _photo().save(path, format="QOI")),
+        ("photo.dds", lambda path: _photo().convert("RGBA").save(path, format="DDS")),
+        ("photo.tga", lambda path: _photo().save(path, format="TGA")),
+        ("photo.pcx", lambda path: _photo().save(path, format="PCX")),
+    ],
+)
+def test_formats_outside_the_allow_list_are_refused_unread(tmp_path, name, write):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(MediaError, match="not an image file in a format we read"):
+        load_image(path)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(MediaError, match="not an image file in a format we read"):
+            check_photo(source)
+
+
+def test_a_fifo_is_not_reported_as_a_missing_file(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    for read in (load_image, read_video_frames):
+        with pytest.raises(MediaError, match="not a regular file"):
+            read(fifo)
+    with pytest.raises(MediaError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_clip_frames_over_the_pixel_budget_are_refused_before_decoding(tmp_path, dog_photo, monkeypatch):
+    clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=64)
+    monkeypatch.setattr(media, "MAX_PIXELS", 64 * 64 - 1)  # a 16000 x 16000 frame, scaled to the test
+    monkeypatch.setattr(media, "_picture", None)  # nothing may reach the decoded-frame stage
+    with pytest.raises(MediaError, match="too large.*64 x 64"):
+        read_video_frames(clip)
+
+
+def test_decoded_frames_over_the_pixel_budget_are_refused(tmp_path, dog_photo, monkeypatch):
+    """A frame larger than its stream declared (the header lied) is checked again when decoded."""
+    clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=64)
+    monkeypatch.setattr(media, "MAX_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(media, "_count_frames", lambda path, most: 4)  # where the header is checked
+    with pytest.raises(MediaError, match="frames are too large"):
+        read_video_frames(clip)
+
+
+def test_large_clip_frames_are_kept_scaled_down(tmp_path, dog_photo, monkeypatch):
+    clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=128)
+    monkeypatch.setattr(media, "KEPT_FRAME_PIXELS", 64 * 64)
+    frames = read_video_frames(clip, num_frames=2)
+    assert [frame.image.size for frame in frames] == [(64, 64), (64, 64)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,19 +59,51 @@ def load_corpus(data_dir: str | Path, *, annotations: str | Path | None = None) 
 
 def _load_flickr8k(data_dir: Path) -> list[CaptionedImage]:
     text_dir = data_dir / "Flickr8k_text"
+    token_file = text_dir / "Flickr8k.token.txt"
     captions: dict[str, list[str]] = defaultdict(list)
-    for line in (text_dir / "Flickr8k.token.txt").read_text(encoding="utf-8").splitlines():
+    empty = 0
+    for number, line in enumerate(_text_lines(token_file), start=1):
         if not line.strip():
             continue
-        key, caption = line.split("\t", 1)
-        captions[key.split("#", 1)[0]].append(caption.strip())
+        key, tab, caption = line.partition("\t")
+        if not tab:
+            raise ValueError(
+                f"{token_file}:{number}: expected 'IMAGE#N<tab>CAPTION', found no tab in {line[:60]!r}"
+            )
+        name = key.split("#", 1)[0]
+        if not caption.strip():
+            empty += 1
+            captions.setdefault(name, [])
+            continue
+        captions[name].append(caption.strip())
+    if empty:
+        warnings.warn(f"{token_file}: dropped {empty} empty captions", stacklevel=3)
     images = []
     for split, file_name in _FLICKR8K_SPLIT_FILES.items():
-        for name in (text_dir / file_name).read_text(encoding="utf-8").split():
-            if name not in captions:
-                raise ValueError(f"{name} is listed in {file_name} but has no captions")
-            images.append(CaptionedImage(data_dir / "images" / name, split, tuple(captions[name])))
+        split_file = text_dir / file_name
+        for number, line in enumerate(_text_lines(split_file), start=1):
+            for name in line.split():
+                if name not in captions:
+                    raise ValueError(f"{split_file}:{number}: {name} is listed but has no captions")
+                if not captions[name]:
+                    raise ValueError(f"{split_file}:{number}: {name} is listed but all its captions are empty")
+                path = data_dir / "images" / name
+                if not path.is_file():
+                    raise FileNotFoundError(f"{split_file}:{number}: {name} is listed but {path} does not exist")
+                images.append(CaptionedImage(path, split, tuple(captions[name])))
     return sorted(images, key=lambda image: image.name)
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 is reported with its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x}); re-save the file as UTF-8"
+        ) from error
 
 
 def _load_karpathy(json_path: Path, data_dir: Path) -> list[CaptionedImage]:
