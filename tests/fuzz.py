@@ -147,7 +147,7 @@ def run(photos: int, clips: int, seed: int, findings: Path, budget_mb: float, re
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
     photo_pool, clip_pool = list(photo_seeds().items()), list(clip_seeds(work).items())
-    for name, data in photo_pool:  # every seed itself must load
+    for _name, data in photo_pool:  # every seed itself must load
         load_image(data)
     start_mb, started, last_report = _peak_mb(), time.perf_counter(), time.perf_counter()
     outcomes: Counter[str] = Counter()
