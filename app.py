@@ -29,7 +29,13 @@ from PIL import Image  # noqa: E402
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
 from captioner.malloc import bound_heap_growth  # noqa: E402
 from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
-from captioner.presentation import attention_overlays, highlighted_words, step_chart, steps_table  # noqa: E402
+from captioner.presentation import (  # noqa: E402
+    attention_overlays,
+    concept_summary,
+    highlighted_words,
+    step_chart,
+    steps_table,
+)
 
 DEMO_DIR = Path(__file__).parent / "demo"
 MAX_FILE_SIZE = "20mb"
@@ -100,6 +106,7 @@ def _outputs(result: CaptionResult) -> tuple:
         step_chart(result, 0),
         gr.Dropdown(choices=_word_choices(result), value=0 if result.steps else None),
         result,
+        concept_summary(result),
     )
 
 
@@ -204,6 +211,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                     max_length = gr.Slider(5, 30, value=20, step=1, label="Maximum words")
             with gr.Column(scale=1):
                 caption = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
+                concepts = gr.Markdown(elem_id="concepts")  # the ImageNet concepts behind the caption
                 coloured = gr.HighlightedText(
                     label="Words coloured by probability (darker = more probable)",
                     show_legend=False,
@@ -232,7 +240,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         result_state = gr.State(time_to_live=3600)  # per-session result (for the word chart), freed after an hour
 
         settings = [decoding, beam_size, top_k, max_length]
-        outputs = [caption, coloured, table, chart, word, result_state]
+        outputs = [caption, coloured, table, chart, word, result_state, concepts]
         # The caption comes back first; the heatmaps (an image per word) are drawn by a chained event.
         photo_event = photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
         video_event = video_button.click(

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
+from captioner.concepts import Concept, ConceptReader, ImageConceptWords
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
@@ -25,6 +26,7 @@ from captioner.vocab import END
 
 __all__ = [
     "Captioner",
+    "Concept",
     "CaptionResult",
     "WordStep",
     "VideoCaptionResult",
@@ -46,6 +48,7 @@ class WordStep:
     prob: float
     alternatives: list[tuple[str, float]]
     attention: list[float] | None = None  # weights over the encoder's H x W locations, row-major
+    concept: str | None = None  # the concept word it was copied from (see CaptionResult.concepts)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class CaptionResult:
     log_prob: float
     finished: bool
     attention_grid: tuple[int, int] | None = None  # (H, W) of each step's attention, if the model attends
+    concepts: list[Concept] = field(default_factory=list)  # the image's concept words (concept decoders)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +84,9 @@ class VideoCaptionResult(CaptionResult):
     segments: list[VideoSegment] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        base = CaptionResult(self.caption, self.steps, self.log_prob, self.finished, self.attention_grid).to_dict()
+        base = CaptionResult(
+            self.caption, self.steps, self.log_prob, self.finished, self.attention_grid, self.concepts
+        ).to_dict()
         segments = [{"start": s.start, "end": s.end, "caption": s.result.caption} for s in self.segments]
         return {**base, "frame_times": self.frame_times, "segments": segments}
 
@@ -254,7 +260,10 @@ class Captioner:
                 **common,
             )
         grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
-        return [self._result(d, grid) for d in decoded]
+        if not self.checkpoint.model.reads_concepts:
+            return [self._result(d, grid) for d in decoded]
+        reader = ConceptReader(self.checkpoint.model, self.checkpoint.concepts)
+        return [self._result(d, grid, concepts) for d, concepts in zip(decoded, reader.read(features))]
 
     @property
     def default_decoding(self) -> dict[str, Any]:
@@ -273,14 +282,20 @@ class Captioner:
         """True when every word comes with attention weights over the image (a heatmap)."""
         return self.checkpoint.model.has_attention
 
-    def _result(self, decoded: Decoded, grid: tuple[int, int] | None = None) -> CaptionResult:
-        tokens = self.vocab.tokens
+    def _result(
+        self, decoded: Decoded, grid: tuple[int, int] | None = None, concepts: ImageConceptWords | None = None
+    ) -> CaptionResult:
+        def word(token_id: int) -> tuple[str, str | None]:
+            copied = concepts.copy_of(token_id) if concepts is not None else None
+            return copied if copied is not None else (self.vocab.tokens[token_id], None)
+
         steps = [
             WordStep(
-                word=tokens[step.token_id],
+                word=word(step.token_id)[0],
                 prob=step.prob,
-                alternatives=[(tokens[i], p) for i, p in zip(step.top_ids, step.top_probs)],
+                alternatives=[(word(i)[0], p) for i, p in zip(step.top_ids, step.top_probs)],
                 attention=list(step.attention) if step.attention is not None else None,
+                concept=word(step.token_id)[1],
             )
             for step in decoded.steps
             if step.token_id != self.vocab.end_id
@@ -292,4 +307,5 @@ class Captioner:
             log_prob=decoded.log_prob,
             finished=decoded.finished,
             attention_grid=grid,
+            concepts=concepts.shown if concepts is not None else [],
         )

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
     caption.add_argument("--json", action="store_true", help="one JSON object per line")
+    caption.add_argument(
+        "--concepts",
+        action="store_true",
+        help="add a column with the ImageNet concepts behind each caption (concept decoders)",
+    )
     return parser
 
 
@@ -134,5 +139,6 @@ def _caption_all(captioner: Captioner, paths: list[str], args: argparse.Namespac
         if args.json:
             print(json.dumps({"path": path, **result.to_dict()}))
         else:
-            print(f"{_shown(path)}\t{result.caption}")
+            concepts = "; ".join(c.describe() for c in result.concepts if c.in_slot)
+            print(f"{_shown(path)}\t{result.caption}" + (f"\t{concepts}" if args.concepts else ""))
     return failures

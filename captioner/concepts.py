@@ -11,15 +11,20 @@ corpus never showed. The table travels inside every checkpoint that uses it.
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
+    "Concept",
+    "ConceptReader",
     "ConceptTable",
+    "ImageConceptWords",
+    "imagenet_class_names",
     "caption_words",
     "ImageConcepts",
     "default_table_dir",
@@ -198,3 +203,78 @@ def top_classes(class_probs: Sequence[float], table: ConceptTable, word_id: int,
     """The classes of concept ``word_id``, most probable first (at most ``limit``)."""
     members = [c for c, w in enumerate(table.class_words) if w == word_id]
     return sorted(members, key=lambda c: -class_probs[c])[:limit]
+
+
+@functools.cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet classes' short names (timm's descriptions up to the first comma)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i).split(",")[0] for i in range(NUM_CLASSES))
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A concept word the encoder's ImageNet head found in an image, with the classes behind it.
+
+    ``in_slot``: probable enough to be offered to the decoder (a concept below the threshold is
+    shown, never used)."""
+
+    word: str
+    prob: float
+    classes: list[tuple[str, float]]
+    in_slot: bool
+
+    def describe(self) -> str:
+        """E.g. "tabby 0.37, tiger cat 0.37 -> cat 0.74"."""
+        return ", ".join(f"{name} {prob:.2f}" for name, prob in self.classes) + f" → {self.word} {self.prob:.2f}"
+
+
+@dataclass(frozen=True)
+class ImageConceptWords:
+    """One image's slots (word ids, -1 empty) and the concepts to show for it."""
+
+    slots: list[int]
+    shown: list[Concept]
+    table: ConceptTable = field(repr=False)
+    base_vocab_size: int
+
+    def copy_of(self, token_id: int) -> tuple[str, str] | None:
+        """(the word written, its concept word) for a copy token ("cats", "cat"); None for other
+        tokens and for empty slots."""
+        filled = fill_slot(token_id, self.slots, self.table, self.base_vocab_size)
+        return (filled[0], self.table.words[self.slots[filled[1]]]) if filled is not None else None
+
+
+class ConceptReader:
+    """Reads images' concepts as a concept decoder reads them, with the ImageNet classes behind
+    each word, for showing them next to the caption."""
+
+    def __init__(self, model, table: ConceptTable, *, classes_per_word: int = 3) -> None:  # noqa: ANN001
+        self.model, self.table, self.classes_per_word = model, table, classes_per_word
+
+    def read(self, features: torch.Tensor) -> list[ImageConceptWords]:
+        """Per image of ``features`` (the maps the decoder read): its slots and shown concepts."""
+        probs = self.model.class_probabilities(features)
+        words = word_probabilities(probs, self.model.class_words, len(self.table.words))
+        slots = self.model.concepts(features).word_ids.tolist()
+        scores, best = words.topk(len(slots[0]) if slots else 1, dim=1)
+        names = imagenet_class_names()
+        read = []
+        for row, (image_slots, image_scores, image_best) in enumerate(zip(slots, scores.tolist(), best.tolist())):
+            class_probs = probs[row].tolist()
+            shown = [
+                Concept(
+                    word=self.table.words[word_id],
+                    prob=score,
+                    classes=[(names[c], class_probs[c]) for c in top_classes(class_probs, self.table, word_id)][
+                        : self.classes_per_word
+                    ],
+                    in_slot=word_id in image_slots,
+                )
+                for word_id, score in zip(image_best, image_scores)
+                if score >= 0.01
+            ]
+            read.append(ImageConceptWords(image_slots, shown, self.table, self.model.base_vocab_size))
+        return read
