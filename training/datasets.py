@@ -67,9 +67,7 @@ def _load_flickr8k(data_dir: Path) -> list[CaptionedImage]:
             continue
         key, tab, caption = line.partition("\t")
         if not tab:
-            raise ValueError(
-                f"{token_file}:{number}: expected 'IMAGE#N<tab>CAPTION', found no tab in {line[:60]!r}"
-            )
+            raise ValueError(f"{token_file}:{number}: expected 'IMAGE#N<tab>CAPTION', found no tab in {line[:60]!r}")
         name = key.split("#", 1)[0]
         if not caption.strip():
             empty += 1

@@ -3,8 +3,9 @@
     python -m training.evaluate --checkpoint checkpoints/captioner.safetensors \
         --data ../shared/flickr8k --split test --out metrics.json   # --beam 1 for greedy
 
-Prints BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap) and writes them, with the
-settings used, as JSON. Without Java, METEOR is skipped and the Java-free scorers are used.
+Prints BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap), the captions that stop mid-phrase
+and the share that invent a person or animal (:mod:`training.mentions`), and writes them, with
+the settings used and every caption, as JSON. Without Java, METEOR is skipped and the Java-free scorers are used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from captioner.captioner import Captioner
 from captioner.precision import DECODER_PRECISIONS
 from training.datasets import SPLITS, load_corpus
+from training.mentions import invented_subjects, unfinished
 from training.metrics import java_available, score_captions
 
 __all__ = ["evaluate", "main"]
@@ -66,6 +68,7 @@ def evaluate(
     if not java:
         print("Java not found: METEOR skipped, BLEU/ROUGE-L/CIDEr use the Java-free tokenizer")
     metrics = score_captions(predictions, references, use_java=java)
+    stopped = unfinished(predictions)
     return {
         "split": split,
         "images": len(images),
@@ -74,7 +77,11 @@ def evaluate(
         "java": java,
         "seconds": round(seconds, 1),
         "metrics": metrics,
+        "unfinished_captions": len(stopped),
+        "invented_subjects": invented_subjects(predictions, references),
         "samples": dict(list(predictions.items())[:10]),
+        "unfinished_samples": {key: predictions[key] for key in stopped[:10]},
+        "captions": predictions,
     }
 
 
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     report["checkpoint"] = str(args.checkpoint or "shipped")
     report["decoder_precision"] = captioner.decoder_precision
+    invented = report["invented_subjects"]["share"]
+    print(f"unfinished captions {report['unfinished_captions']}, invented subjects {invented:.1f} %")
     for name, value in report["metrics"].items():
         print(f"{name:8s} {value:7.2f}" if name != "CIDEr" else f"{name:8s} {value:7.3f}")
     out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.beam{report['beam_size']}.json")

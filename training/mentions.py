@@ -13,7 +13,20 @@ from collections.abc import Mapping, Sequence
 
 from captioner.vocab import tokenize
 
-__all__ = ["HELD_OUT_OBJECTS", "SUBJECT_CATEGORIES", "invented_subjects", "mentions", "object_f1"]
+__all__ = [
+    "HELD_OUT_OBJECTS",
+    "SUBJECT_CATEGORIES",
+    "UNFINISHED_LAST_WORDS",
+    "invented_subjects",
+    "mentions",
+    "object_f1",
+    "unfinished",
+]
+
+# A caption that stops on one of these stops mid-phrase ("a boy is playing in a", "... in front").
+UNFINISHED_LAST_WORDS = frozenset(
+    "a an the of in on at with and to for from by into onto front its his her their some two three".split()
+)
 
 # Eight objects that ImageNet's classes cover and Flickr8k describes, each shown (by at least two
 # of five references) in 10 to 58 test images: the held-out objects of training.heldout_objects.
@@ -99,3 +112,12 @@ def invented_subjects(
         "share": 100 * captions_inventing / max(1, len(references)),
         **{f"invented_{k}": v for k, v in invented.items()},
     }
+
+
+def unfinished(predictions: Mapping[str, str]) -> list[str]:
+    """The keys of captions that stop mid-phrase (their last word is in :data:`UNFINISHED_LAST_WORDS`)."""
+    return [
+        key
+        for key, caption in predictions.items()
+        if tokenize(caption)[-1:] and tokenize(caption)[-1] in UNFINISHED_LAST_WORDS
+    ]

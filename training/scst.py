@@ -28,13 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.concepts import ConceptTable, caption_words
 from captioner.decoding import StepModel, greedy_decode
-from captioner.vocab import Vocabulary, tokenize
+from captioner.vocab import END, Vocabulary, tokenize
 from training.cider import CiderD
+from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.config_cli import config_parser
 from training.datasets import load_corpus
 from training.encoder_tuning import TunedEncoderDecoder, cache_for, trunk_flags, tuned_split
@@ -79,6 +83,17 @@ class ScstConfig:
         default=False,
         metadata={"help": "sample the training captions with the model's dropout on (validation stays without)"},
     )
+    copy_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "concept decoders: weight of a cross-entropy term on the copy tokens of the images' "
+            "reference captions, which teaches copying while the reward shapes the rest (e.g. 0.5)"
+        },
+    )
+    reward_end: bool = field(
+        default=True,
+        metadata={"help": "count <end> as a word in the CIDEr-D reward, so captions stop on a complete phrase"},
+    )
     tune_encoder_stages: int = field(
         default=0,
         metadata={
@@ -118,8 +133,46 @@ def sample_captions(
     return torch.stack(ids, dim=1), torch.stack(log_probs, dim=1)
 
 
-def _words(ids: list[int], vocab: Vocabulary) -> list[str]:
-    return vocab.decode(ids)
+def reward_words(
+    ids: list[int], vocab: Vocabulary, *, slots: list[int] | None = None, table: ConceptTable | None = None, end: bool
+) -> list[str]:
+    """A sampled caption's words as CIDEr-D scores them: a concept decoder's copy tokens filled
+    with the image's ``slots`` words, and with ``end``, ``<end>`` as a last word when the caption
+    finished (Rennie et al. 2017, appendix E): a caption that stops on "a" or "the" then matches
+    no reference's last n-grams, so self-critical training stops teaching such endings."""
+    if table is not None and slots is not None:
+        words = caption_words(ids, vocab.tokens, vocab.end_id, slots, table)
+    else:
+        words = vocab.decode(ids)
+    return [*words, END] if end and vocab.end_id in ids else words
+
+
+def copy_targets(images, slots: torch.Tensor, vocab: Vocabulary, table: ConceptTable) -> list[list[torch.Tensor]]:
+    """Per training image, its reference captions that copy a concept (slot tokens in place of
+    the concept words), as token ids; empty where no caption names one of its concepts."""
+    base = len(vocab) - 2 * slots.shape[1]
+    targets: list[list[torch.Tensor]] = [[] for _ in images]
+    for row, ids in slotted_caption_pairs(images, range(len(images)), vocab, slots, table):
+        if bool((ids >= base).any()):
+            targets[row].append(ids)
+    return targets
+
+
+def copy_loss(
+    model, features: torch.Tensor, index: torch.Tensor, captions: list[list[torch.Tensor]], generator: torch.Generator
+) -> torch.Tensor:
+    """Cross-entropy at the copy tokens of one reference caption per image of the batch (those
+    with one): teacher-forced, so the decoder learns to write the slot where references name
+    the concept."""
+    chosen = [(row, captions[i]) for row, i in enumerate(index.tolist()) if captions[i]]
+    if not chosen:
+        return features.new_zeros(())
+    picks = [c[int(torch.randint(len(c), (1,), generator=generator))] for _, c in chosen]
+    batch = pad_sequence(picks, batch_first=True, padding_value=0)
+    logits = model(features[[row for row, _ in chosen]], batch)  # (b, T-1, V)
+    targets = batch[:, 1:]
+    copies = targets >= len(logits[0, 0]) - 2 * model.slots
+    return F.cross_entropy(logits[copies], targets[copies])
 
 
 def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +220,11 @@ def train_scst(config: ScstConfig) -> Path:
     initial = load_checkpoint(config.init)
     model, vocab, spec = initial.model, initial.vocab, initial.encoder
     cache_spec, extract_flags, top = spec, "", None
+    if (config.tune_encoder_stages or initial.encoder_tuned_stages) and model.reads_concepts:
+        raise ValueError(
+            "a concept decoder reads ImageNet probabilities from the encoder's own map, which a tuned "
+            "encoder top would change; train it without --tune-encoder-stages"
+        )
     if config.tune_encoder_stages or initial.encoder_tuned_stages:
         if not model.reads_map:
             raise ValueError(
@@ -195,7 +253,11 @@ def train_scst(config: ScstConfig) -> Path:
     val_images = [image for image in corpus if image.split == "val"]
     train_rows = torch.from_numpy(cache.rows([image.name for image in train_images]))
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images]))]
-    references = [[tokenize(c) for c in image.captions] for image in train_images]
+    references = [
+        [tokenize(c) + ([END] if config.reward_end else []) for c in image.captions] for image in train_images
+    ]
+    table = initial.concepts
+    train_slots = cached_slot_words(initial.model, pooled)[train_rows] if table is not None else None
     cider = CiderD(references)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -213,7 +275,7 @@ def train_scst(config: ScstConfig) -> Path:
         if average is not None:
             average.load_state_dict(state["average"])
     else:
-        baseline = validate(model, val_features, val_images, vocab, max_length=20)
+        baseline = validate(model, val_features, val_images, vocab, max_length=20, table=table)
         history.append(
             {
                 "epoch": 0,
@@ -230,6 +292,14 @@ def train_scst(config: ScstConfig) -> Path:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     ids = {"start_id": vocab.start_id, "end_id": vocab.end_id}
+    copy_captions = (
+        copy_targets(train_images, train_slots, vocab, table) if table is not None and config.copy_weight else None
+    )
+
+    def words_of(token_ids: list[int], image: int) -> list[str]:
+        slots = train_slots[image].tolist() if train_slots is not None else None
+        return reward_words(token_ids, vocab, slots=slots, table=table, end=config.reward_end)
+
     for epoch in range(start_epoch, config.epochs):
         if stale >= config.patience:
             break
@@ -248,7 +318,7 @@ def train_scst(config: ScstConfig) -> Path:
                 greedy = greedy_decode(model, features, max_length=config.max_length, top_k=1, **ids)
                 greedy_rewards = torch.tensor(
                     [
-                        cider.score(_words(g.token_ids, vocab), references[i], key=i)
+                        cider.score(words_of(g.token_ids, i), references[i], key=i)
                         for g, i in zip(greedy, index.tolist())
                     ]
                 )
@@ -261,13 +331,15 @@ def train_scst(config: ScstConfig) -> Path:
             )
             owners = index.repeat_interleave(config.samples).tolist()
             sample_rewards = torch.tensor(
-                [cider.score(_words(row, vocab), references[i], key=i) for row, i in zip(sampled.tolist(), owners)]
+                [cider.score(words_of(row, i), references[i], key=i) for row, i in zip(sampled.tolist(), owners)]
             ).view(len(index), config.samples)
             rewards = advantages(sample_rewards, greedy_rewards).flatten()
             # Every sampled token carries its caption's reward; mean over all tokens of the batch
             # (a per-caption mean would weigh the words of long captions less, and so favour them).
             tokens_in_batch = (log_probs != 0).sum().clamp(min=1)
             loss = -(rewards[:, None] * log_probs).sum() / tokens_in_batch
+            if copy_captions is not None:
+                loss = loss + config.copy_weight * copy_loss(model, features, index, copy_captions, flips)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -279,7 +351,7 @@ def train_scst(config: ScstConfig) -> Path:
             total_baseline += (sample_rewards if greedy_rewards is None else greedy_rewards).mean().item()
             batches += 1
         selected = model if average is None else average.module
-        scores = validate(selected, val_features, val_images, vocab, max_length=20)
+        scores = validate(selected, val_features, val_images, vocab, max_length=20, table=table)
         row = {
             "epoch": epoch + 1,
             "train_loss": total_loss / batches,
@@ -289,7 +361,7 @@ def train_scst(config: ScstConfig) -> Path:
             **{f"val_{k}": v for k, v in scores.items()},
         }
         if average is not None:
-            row["val_raw_CIDEr"] = validate(model, val_features, val_images, vocab, max_length=20)["CIDEr"]
+            row["val_raw_CIDEr"] = validate(model, val_features, val_images, vocab, max_length=20, table=table)["CIDEr"]
         history.append(row)
         if scores[config.select_metric] > best_score:
             best_score, stale = scores[config.select_metric], 0
@@ -311,7 +383,16 @@ def train_scst(config: ScstConfig) -> Path:
                     "encoder_weights": selected.top.encoder_weights(),
                     "encoder_tuned_stages": config.tune_encoder_stages,
                 }
-            save_checkpoint(best_path, decoder, vocab, spec, training=training, metrics={"val_greedy": scores}, **tuned)
+            save_checkpoint(
+                best_path,
+                decoder,
+                vocab,
+                spec,
+                training=training,
+                metrics={"val_greedy": scores},
+                concepts=table,
+                **tuned,
+            )
         else:
             stale += 1
         print(format_row(row), flush=True)

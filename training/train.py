@@ -66,7 +66,7 @@ class TrainConfig:
     num_layers: int = 1
     dropout: float = 0.5
     image_dropout: float = 0.5
-    epochs: int = 30
+    epochs: int = field(default=30, metadata={"help": "0 with --init: convert that checkpoint to --decoder, untrained"})
     batch_size: int = 128
     lr: float = 1e-3
     lr_decay: float = 0.8
@@ -270,6 +270,18 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         f"{job.device.type}, global batch {config.batch_size} ({config.batch_size // job.world_size} per process), "
         f"lr {config.lr}",
     )
+    if config.epochs == 0 and initial is not None and job.is_main:  # --init --epochs 0: convert, train nothing
+        scores = validate(model, val_features, val_images, vocab, max_length=config.max_length, table=table)
+        _log(job, f"converted {config.init} without training: {scores}")
+        save_checkpoint(
+            best_path,
+            model,
+            vocab,
+            encoder.spec,
+            training={**initial.training, "converted": dataclasses.asdict(config)},
+            metrics={"val_greedy": scores},
+            concepts=table,
+        )
     for epoch in range(start_epoch, config.epochs):
         if stale >= config.patience:
             break

@@ -1,0 +1,75 @@
+"""Training a concept decoder for real on the mini corpus: slotted captions, conversion from a
+soft-attention checkpoint, self-critical training with the copy term and the end-token reward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training_helpers import read_log, tiny_scst_settings, tiny_train_config
+
+from captioner import Captioner
+from captioner.checkpoint import load_checkpoint
+from captioner.concepts import slot_tokens
+from captioner.vocab import END, Vocabulary
+from training.datasets import load_corpus
+from training.scst import ScstConfig, reward_words, train_scst
+from training.train import excluding, train
+
+
+@pytest.fixture(scope="module")
+def features_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(scope="module")
+def concept_checkpoint(tmp_path_factory, mini_corpus, features_root):
+    run = tmp_path_factory.mktemp("concept")
+    settings = dict(dropout=0.1, lr=5e-3, lr_decay=1.0, epochs=12, patience=100, seed=3, image_dropout=0.0)
+    return train(tiny_train_config(mini_corpus, run, features_root, decoder="concept_attention", **settings))
+
+
+def test_a_concept_decoder_learns_to_copy_the_dog_it_is_shown(concept_checkpoint, dog_photo):
+    checkpoint = load_checkpoint(concept_checkpoint)
+    assert checkpoint.concepts is not None and checkpoint.vocab.tokens[-6:] == slot_tokens(3)
+    result = Captioner(checkpoint, checkpoint.build_encoder()).caption(dog_photo, beam_size=1)
+    copied = [step for step in result.steps if step.concept is not None]
+    assert copied and copied[0].concept == "dog" and copied[0].word in ("dog", "dogs")
+    assert any(c.word == "dog" and c.in_slot for c in result.concepts)
+    assert "<concept" not in result.caption
+
+
+def test_init_with_no_epochs_converts_a_checkpoint_keeping_its_weights(tmp_path, mini_corpus, features_root):
+    soft = train(tiny_train_config(mini_corpus, tmp_path / "soft", features_root, decoder="soft_attention", epochs=1))
+    converted = train(
+        tiny_train_config(
+            mini_corpus, tmp_path / "concept", features_root, decoder="concept_attention", init=str(soft), epochs=0
+        )
+    )
+    before, after = load_checkpoint(soft), load_checkpoint(converted)
+    assert after.vocab.tokens == [*before.vocab.tokens, *slot_tokens(3)]
+    assert torch.equal(after.model.cell.weight_hh, before.model.cell.weight_hh)
+    assert torch.equal(after.model.embed.weight[: len(before.vocab)], before.model.embed.weight)
+
+
+def test_self_critical_training_of_a_concept_decoder_with_the_copy_term(tmp_path, mini_corpus, features_root):
+    init = train(
+        tiny_train_config(mini_corpus, tmp_path / "xe", features_root, decoder="concept_attention", epochs=2, lr=5e-3)
+    )
+    settings = tiny_scst_settings(mini_corpus, init, features_root, epochs=1, copy_weight=1.0, patience=5)
+    train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), **settings))
+    rows = read_log(tmp_path / "scst")
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[1]["train_loss"]) != 0.0
+
+
+def test_the_end_token_is_a_reward_word_only_for_finished_captions():
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog"])
+    assert reward_words([4, 5, 2], vocab, end=True) == ["a", "dog", END]
+    assert reward_words([4, 5, 4], vocab, end=True) == ["a", "dog", "a"]  # ran out of length: no end
+    assert reward_words([4, 5, 2], vocab, end=False) == ["a", "dog"]
+
+
+def test_exclude_words_leaves_out_every_image_that_mentions_them(mini_corpus):
+    images = [image for image in load_corpus(mini_corpus) if image.split == "train"]
+    kept = excluding(images, "dog dogs")
+    assert 0 < len(kept) < len(images)
+    assert not any("dog" in caption.lower().split() for image in kept for caption in image.captions)

@@ -1,0 +1,34 @@
+"""Object-mention F1, invented subjects and unfinished captions on hand-made captions."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.mentions import invented_subjects, object_f1, unfinished
+
+REFERENCES = {
+    "bike": ["a man rides a bike", "a cyclist on a bicycle", "a man on a bike", "a person outdoors", "a man"],
+    "dog": ["a dog runs", "a brown dog", "a dog on grass", "a puppy", "an animal"],
+    "one_mention": ["a boy with a bike", "a boy", "a child", "a kid", "a boy outside"],
+}
+
+
+def test_object_f1_counts_images_shown_by_two_references_and_captions_by_synonyms():
+    objects = {"bicycle": ("bicycle", "bike", "bikes")}
+    perfect = object_f1({"bike": "a man riding a bicycle", "dog": "a dog", "one_mention": "a boy"}, REFERENCES, objects)
+    assert perfect["bicycle"] == pytest.approx({"images": 1, "precision": 100, "recall": 100, "f1": 100})
+    spurious = object_f1({"bike": "a bike", "dog": "a dog on a bike", "one_mention": "a boy"}, REFERENCES, objects)
+    assert spurious["bicycle"]["precision"] == pytest.approx(50) and spurious["mean"]["f1"] == pytest.approx(200 / 3)
+
+
+def test_invented_subjects_are_categories_no_reference_names():
+    report = invented_subjects(
+        {"bike": "a man rides a bike", "dog": "a man and a dog", "one_mention": "a cat"}, REFERENCES
+    )
+    assert report["invented_person"] == 1 and report["invented_cat"] == 1
+    assert report["share"] == pytest.approx(200 / 3)
+
+
+def test_captions_that_stop_mid_phrase_are_unfinished():
+    captions = {"a": "a boy is playing in a", "b": "two men are standing in front", "c": "a dog runs on the grass"}
+    assert unfinished(captions) == ["a", "b"]
