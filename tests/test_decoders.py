@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from captioner.captioner import default_checkpoint_path
-from captioner.checkpoint import load_checkpoint, read_metadata
+from captioner.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder, build_decoder, decoder_class, decoder_names
+from captioner.encoders import EncoderSpec
 
 
 @pytest.mark.parametrize("name", decoder_names())
@@ -38,10 +42,18 @@ def test_a_legacy_attention_flag_names_its_decoder(attention, name):
     assert config.decoder == name and "attention" not in config.to_dict()
 
 
-def test_the_shipped_checkpoint_stores_the_legacy_flag_and_loads_as_soft_attention():
-    stored = read_metadata(default_checkpoint_path())["config"]
-    assert stored["attention"] is True and "decoder" not in stored
-    assert load_checkpoint(default_checkpoint_path()).model.name == "soft_attention"
+def test_a_checkpoint_written_with_the_legacy_flag_loads_as_soft_attention(attention_model, small_vocab, tmp_path):
+    spec = EncoderSpec("efficientnet_lite0", "test", 224, (0.5,) * 3, (0.5,) * 3)
+    path = save_checkpoint(tmp_path / "new.safetensors", attention_model, small_vocab, spec)
+    metadata = safe_open(str(path), framework="pt").metadata()
+    config = json.loads(metadata["config"])
+    config = {k: v for k, v in config.items() if k not in ("decoder", "num_classes") and not k.startswith("concept")}
+    legacy = tmp_path / "legacy.safetensors"  # as checkpoints were written before decoders had names
+    save_file(
+        load_file(str(path)), str(legacy), metadata={**metadata, "config": json.dumps({**config, "attention": True})}
+    )
+    assert read_metadata(legacy)["config"]["attention"] is True
+    assert load_checkpoint(legacy).model.name == "soft_attention"
 
 
 def test_an_unknown_decoder_is_refused_with_the_registered_names():

@@ -20,6 +20,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from captioner.checkpoint import load_checkpoint
+from captioner.concepts import slotted_tokens
+from captioner.vocab import tokenize
 from training.datasets import SPLITS, load_corpus
 from training.encoder_tuning import checkpoint_inputs
 
@@ -52,13 +54,28 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(log_t.detach().exp())
 
 
+def _caption_ids(checkpoint, features: torch.Tensor, captions: list[str]) -> list[torch.Tensor]:
+    """Token ids of ``captions``; for a concept decoder, the image's concept words as its copy tokens."""
+    vocab = checkpoint.vocab
+    if checkpoint.concepts is None:
+        return [torch.tensor(vocab.encode(c)) for c in captions]
+    slots = checkpoint.model.concepts(features).word_ids.tolist()
+    return [
+        torch.tensor(
+            [vocab.start_id, *map(vocab.id_of, slotted_tokens(tokenize(c), s, checkpoint.concepts)), vocab.end_id]
+        )
+        for c, s in zip(captions, slots)
+    ]
+
+
 def _forced_logits(checkpoint, features: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     vocab, model = checkpoint.vocab, checkpoint.model.eval()
     logits_all, targets_all = [], []
     with torch.inference_mode():
         for start in range(0, len(captions), 500):
-            ids = pad_sequence([torch.tensor(vocab.encode(c)) for c in captions[start : start + 500]], batch_first=True)
-            logits = model(features[start : start + 500], ids)  # (B, T-1, V)
+            chunk = features[start : start + 500]
+            ids = pad_sequence(_caption_ids(checkpoint, chunk, captions[start : start + 500]), batch_first=True)
+            logits = model(chunk, ids)  # (B, T-1, V)
             keep = ids[:, 1:] != vocab.pad_id
             logits_all.append(logits[keep])
             targets_all.append(ids[:, 1:][keep])
