@@ -2,7 +2,7 @@
 
 gradio_client opens a fresh ``httpx`` client for each HTTP request of a call (the upload, the
 queue join, the result stream), and each builds an SSL context from certifi's CA bundle, even
-for a plain ``http://`` address: about 46 ms apiece on a 2-core machine, three per call.
+for a plain ``http://`` address, three per call (see docs/speed.md).
 :func:`loopback_client` hands the client one context built once instead (certificates are
 still checked on ``https``), so a round trip measures the app, not that set-up.
 """

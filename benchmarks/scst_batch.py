@@ -4,8 +4,8 @@
 
 ``training.scst`` samples ``--samples`` captions per image. :func:`training.scst.sample_captions`
 computes an image's initial state (the glue, and with ``--tune-encoder-stages`` the trainable
-encoder top) once and repeats it for the image's samples; the alternative, what it did before
-session 14, runs those layers on every sample's row. This times both, in alternation
+encoder top) once and repeats it for the image's samples; the alternative runs those layers on
+every sample's row. This times both, in alternation
 (:func:`~benchmarks.timing.measure_interleaved`), for a batch of the shipped checkpoint's decoder
 on random trunk maps of the right shape: sampling and the backward pass, as in a training step.
 """
