@@ -34,6 +34,8 @@ class ModelConfig:
         concept_slots: The image's best concept words the decoder reads and may copy.
         concept_threshold: Summed class probability a concept word needs to fill a slot; an
             empty slot's copy tokens are never generated.
+        copy_bias: Added to the logits of the filled slots' copy tokens when decoding (chosen on
+            ``val`` after training by ``training.tune_concepts``; 0 while training).
     """
 
     encoder: str = "efficientnet_lite0"
@@ -51,6 +53,7 @@ class ModelConfig:
     concept_words: int = 0
     concept_slots: int = 0
     concept_threshold: float = 0.3
+    copy_bias: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

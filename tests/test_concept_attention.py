@@ -3,6 +3,8 @@ and its fused fp16 form (reference's greedy and beam captions) on both kernel ki
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -94,6 +96,18 @@ def test_a_slot_token_becomes_the_images_concept_word(concept_model, vocab, tabl
     assert words == ["a", "cat", "sits", "cats"]
 
 
+def test_a_copy_bias_raises_the_filled_slots_logits_only(concept_model, vocab):
+    base = len(vocab) - 2 * SLOTS
+    maps = maps_with([True])
+    with torch.inference_mode():
+        before, _ = concept_model.step(torch.tensor([1]), concept_model.init_state(maps))
+        concept_model.config = dataclasses.replace(concept_model.config, copy_bias=2.5)
+        after, _ = concept_model.step(torch.tensor([1]), concept_model.init_state(maps))
+    assert torch.allclose(after[0, :base], before[0, :base])
+    assert float(after[0, base]) == pytest.approx(float(before[0, base]) + 2.5)
+    assert float(after[0, base + 1]) == float("-inf")  # slot 2 is empty: no bias makes it possible
+
+
 def test_attention_weights_cover_the_image_locations_only(concept_model):
     state = concept_model.init_state(maps_with([True, False]))
     _, state = concept_model.step(torch.tensor([1, 1]), state)
@@ -101,12 +115,13 @@ def test_attention_weights_cover_the_image_locations_only(concept_model):
     assert weights.shape == (2, 9) and bool((weights.sum(dim=1) < 1).all())  # the slots took the rest
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_the_fused_form_gives_the_reference_captions(concept_model, vocab, native):
+@pytest.mark.parametrize(("native", "copy_bias"), [(True, 0.0), (False, 0.0), (True, 2.0)])
+def test_the_fused_form_gives_the_reference_captions(concept_model, vocab, native, copy_bias):
+    concept_model.config = dataclasses.replace(concept_model.config, copy_bias=copy_bias)
     fused = concept_model.for_inference("fp16", native=native)
     assert isinstance(fused, FusedConceptDecoder)
     maps = maps_with([True, False, True, False])
-    ids = {"start_id": vocab.start_id, "end_id": vocab.end_id, "max_length": 8}
+    ids = {"start_id": vocab.start_id, "end_id": vocab.end_id, "max_length": 8, "temperature": 1.5}
     for decode, options in ((greedy_decode, {}), (beam_search, {"beam_size": 3})):
         expected = decode(concept_model, maps, **ids, **options)
         ours = decode(fused, maps, **ids, **options)

@@ -37,6 +37,7 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.concepts import ConceptTable, caption_words
 from captioner.decoding import StepModel, greedy_decode
 from captioner.vocab import END, Vocabulary, tokenize
+from training.batches import caption_pairs
 from training.cider import CiderD
 from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.config_cli import config_parser
@@ -48,6 +49,7 @@ from training.train import validate
 __all__ = ["ScstConfig", "advantages", "main", "sample_captions"]
 
 BASELINES = ("greedy", "mean")
+UNK_ID = 3  # Vocabulary.unk_id: a replaced word outside the vocabulary has no logit to beat
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ class ScstConfig:
     copy_weight: float = field(
         default=0.0,
         metadata={
-            "help": "concept decoders: weight of a cross-entropy term on the copy tokens of the images' "
-            "reference captions, which teaches copying while the reward shapes the rest (e.g. 0.5)"
+            "help": "concept decoders: weight of a term that makes the copy token beat the word it stands "
+            "for where references name the concept; the reward shapes the rest (e.g. 1)"
         },
     )
     reward_end: bool = field(
@@ -147,32 +149,45 @@ def reward_words(
     return [*words, END] if end and vocab.end_id in ids else words
 
 
-def copy_targets(images, slots: torch.Tensor, vocab: Vocabulary, table: ConceptTable) -> list[list[torch.Tensor]]:
-    """Per training image, its reference captions that copy a concept (slot tokens in place of
-    the concept words), as token ids; empty where no caption names one of its concepts."""
+def copy_targets(
+    images, slots: torch.Tensor, vocab: Vocabulary, table: ConceptTable
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per training image, its reference captions that name one of its concepts, as pairs of
+    token ids: with the copy tokens, and with the words they replace (same positions)."""
     base = len(vocab) - 2 * slots.shape[1]
-    targets: list[list[torch.Tensor]] = [[] for _ in images]
-    for row, ids in slotted_caption_pairs(images, range(len(images)), vocab, slots, table):
+    plain = caption_pairs(images, range(len(images)), vocab)
+    targets: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in images]
+    for (row, ids), (_, words) in zip(slotted_caption_pairs(images, range(len(images)), vocab, slots, table), plain):
         if bool((ids >= base).any()):
-            targets[row].append(ids)
+            targets[row].append((ids, words))
     return targets
 
 
 def copy_loss(
-    model, features: torch.Tensor, index: torch.Tensor, captions: list[list[torch.Tensor]], generator: torch.Generator
+    model,
+    features: torch.Tensor,
+    index: torch.Tensor,
+    captions: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """Cross-entropy at the copy tokens of one reference caption per image of the batch (those
-    with one): teacher-forced, so the decoder learns to write the slot where references name
-    the concept."""
+    """Where one reference caption per image names a concept, the copy token should beat the
+    word it stands for: mean softplus(word logit - copy logit) at those positions, teacher-forced
+    on the caption with its copy tokens. It moves the copy token past the word the decoder would
+    have written, and leaves every other choice to the reward."""
     chosen = [(row, captions[i]) for row, i in enumerate(index.tolist()) if captions[i]]
     if not chosen:
         return features.new_zeros(())
     picks = [c[int(torch.randint(len(c), (1,), generator=generator))] for _, c in chosen]
-    batch = pad_sequence(picks, batch_first=True, padding_value=0)
-    logits = model(features[[row for row, _ in chosen]], batch)  # (b, T-1, V)
-    targets = batch[:, 1:]
-    copies = targets >= len(logits[0, 0]) - 2 * model.slots
-    return F.cross_entropy(logits[copies], targets[copies])
+    slotted = pad_sequence([ids for ids, _ in picks], batch_first=True, padding_value=0)
+    words = pad_sequence([w for _, w in picks], batch_first=True, padding_value=0)
+    logits = model(features[[row for row, _ in chosen]], slotted)  # (b, T-1, V)
+    targets, replaced = slotted[:, 1:], words[:, 1:]
+    copies = (targets != replaced) & (replaced != UNK_ID)
+    if not bool(copies.any()):
+        return features.new_zeros(())
+    copy_logit = logits[copies].gather(1, targets[copies][:, None])
+    word_logit = logits[copies].gather(1, replaced[copies][:, None])
+    return F.softplus(word_logit - copy_logit).mean()
 
 
 def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None) -> torch.Tensor:

@@ -59,7 +59,7 @@ class FusedConceptDecoder(FusedAttentionDecoder):
         attention weights cover the image's locations only, as :meth:`attention_weights` does."""
         state, slot_mask = self._concept_state(features)
         per_image = torch.zeros(slot_mask.shape[0], self.vocab_size, device=slot_mask.device)
-        per_image[:, self.base_vocab_size :] = slot_mask  # 0 or -inf, whatever the loop's scale
+        per_image[:, self.base_vocab_size :] = slot_mask * options["scale"]  # as step's mask, then scaled
         if mask is not None:
             per_image += mask
         records = self._greedy(state, self._weights, mask=per_image, **options)

@@ -96,9 +96,11 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
         return torch.where(available[:, :, None], filled, self.empty_slot.expand_as(filled))
 
     def slot_mask(self, concepts: ImageConcepts) -> torch.Tensor:
-        """(B, 2K) additive mask on the slot tokens' logits: -inf for empty slots (singular and plural)."""
+        """(B, 2K) additive mask on the slot tokens' logits: -inf for empty slots (singular and
+        plural), the config's ``copy_bias`` for filled ones."""
         blocked = (~concepts.available).repeat(1, 2)
-        return torch.zeros(blocked.shape, device=blocked.device).masked_fill(blocked, float("-inf"))
+        filled = torch.full(blocked.shape, float(self.config.copy_bias), device=blocked.device)
+        return filled.masked_fill(blocked, float("-inf"))
 
     def memories(self, features: torch.Tensor, concepts: ImageConcepts) -> torch.Tensor:
         """(B, L + K, E): the image's projected locations, then its concept slots."""
