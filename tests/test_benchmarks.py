@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from benchmarks import breakdown, decoder_precision, encoder_chunks, long_clip, run, scst_batch
 from benchmarks.timing import Timing, measure_interleaved
 
 
+@pytest.mark.slow
 def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     out = tmp_path / "results.json"
     report = run.main(
@@ -53,6 +56,7 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     assert all(f"- {name}: fastest " in table and " of 2 within 25 ms of it." in table for name in app_rows)
 
 
+@pytest.mark.slow
 def test_encoder_chunk_sweep_times_every_chunk_size_and_plots_it(tmp_path):
     out = tmp_path / "chunks.json"
     report = encoder_chunks.main(["--batch", "4", "--chunks", "1", "2", "8", "--repeats", "2", "--out", str(out)])
@@ -64,6 +68,7 @@ def test_encoder_chunk_sweep_times_every_chunk_size_and_plots_it(tmp_path):
     assert "| 2 |" in encoder_chunks.markdown(report)
 
 
+@pytest.mark.slow
 def test_self_critical_batch_benchmark_times_both_ways_for_each_tuned_depth():
     rows = scst_batch.main(
         ["--images", "2", "--samples", "2", "--stages", "1", "2", "--max-length", "4", "--repeats", "1"]
@@ -73,6 +78,7 @@ def test_self_critical_batch_benchmark_times_both_ways_for_each_tuned_depth():
     assert all(row["median_ms"] > 0 and row["repeats"] == 1 for row in rows.values())
 
 
+@pytest.mark.slow
 def test_decoder_precision_benchmark_compares_every_decoder_with_fp32(tmp_path, mini_corpus):
     out = tmp_path / "precision.json"
     report = decoder_precision.main(
@@ -123,6 +129,7 @@ def test_per_call_timing_divides_a_timed_group_of_calls():
     assert group.per_call(5) == Timing(median_ms=10.0, p95_ms=16.0, repeats=35)
 
 
+@pytest.mark.slow
 def test_breakdown_times_each_stage_of_a_caption(tmp_path):
     out = tmp_path / "breakdown.json"
     rows = breakdown.main(["--threads", "2", "--repeats", "3", "--batch", "6", "--clip-frames", "5", "--out", str(out)])
@@ -149,6 +156,7 @@ def test_breakdown_times_each_stage_of_a_caption(tmp_path):
     assert [r["repeats"] for r in rows.values()] == [3] * 7 + [5] * 4 + [5] * 5
 
 
+@pytest.mark.slow
 def test_long_clip_benchmark_times_both_reads_of_the_same_frames(tmp_path):
     out = tmp_path / "long_clip.json"
     report = long_clip.main(

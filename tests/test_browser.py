@@ -14,6 +14,8 @@ from app_server import running_app
 from media_helpers import write_clip
 from playwright.sync_api import Page, expect, sync_playwright
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = [

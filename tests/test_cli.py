@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from media_helpers import mentions_dog, write_clip
 
 from captioner.cli import main
 
 
+@pytest.mark.slow
 def test_cli_captions_images_and_videos_and_reports_bad_paths(tmp_path, dog_photo, capsys):
     clip = write_clip(tmp_path / "clip.mp4", dog_photo)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -38,6 +40,7 @@ def test_cli_missing_checkpoint_is_a_clear_error(tmp_path, dog_photo, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_sampling_with_a_seed_is_repeatable(dog_photo, capsys):
     arguments = ["caption", "--sample", "--temperature", "0.8", "--top-p", "0.9", "--seed", "5", str(dog_photo)]
     assert main(arguments) == 0
@@ -46,6 +49,7 @@ def test_cli_sampling_with_a_seed_is_repeatable(dog_photo, capsys):
     assert capsys.readouterr().out == first and first.strip()
 
 
+@pytest.mark.slow
 def test_cli_captions_the_photos_and_videos_in_a_folder(tmp_path, dog_photo, capsys):
     folder = tmp_path / "holiday"
     folder.mkdir()
@@ -72,6 +76,7 @@ def _cli(*arguments: str, **options) -> subprocess.CompletedProcess:
     return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300, **options)
 
 
+@pytest.mark.slow
 def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path, dog_photo, capsys):
     odd = tmp_path / "two\nlines.jpg"
     shutil.copy(dog_photo, odd)
@@ -88,6 +93,7 @@ def test_a_fifo_is_reported_as_not_a_regular_file(tmp_path, capsys):
     assert "not a regular file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_output_piped_into_head_ends_quietly(dog_photo):
     done = _cli(*[shlex.quote(str(dog_photo))] * 40, "| head -1; exit ${PIPESTATUS[0]}", executable="/bin/bash")
     assert done.stdout.count("\n") == 1
@@ -95,6 +101,7 @@ def test_output_piped_into_head_ends_quietly(dog_photo):
     assert done.returncode == 1
 
 
+@pytest.mark.slow
 def test_closed_standard_output_is_an_error_not_a_silent_success(dog_photo):
     done = _cli(shlex.quote(str(dog_photo)), ">&-")
     assert done.returncode == 2

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from training_helpers import ROOT, read_log, tiny_settings, train_command
 
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
 SETTINGS = dict(dropout=0, image_dropout=0, lr=3e-3, epochs=3, seed=2, threads=1)
 
 

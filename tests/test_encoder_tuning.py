@@ -52,6 +52,7 @@ def tuned_run(tmp_path_factory, mini_corpus):
     return xe, tmp_path / "tuned", features
 
 
+@pytest.mark.slow
 def test_self_critical_training_updates_the_encoder_top(tuned_run):
     xe, run, _ = tuned_run
     state = torch.load(run / "last.pt", weights_only=True)["model"]
@@ -84,6 +85,7 @@ def _tuned_checkpoint(xe, path, *, nudge: float = 0.05):
     )
 
 
+@pytest.mark.slow
 def test_a_tuned_checkpoint_loads_its_encoder_weights(tuned_run, mini_corpus, dog_photo):
     xe, run, features = tuned_run
     path = _tuned_checkpoint(xe, run / "tuned.safetensors")
@@ -108,6 +110,7 @@ def test_a_tuned_checkpoint_loads_its_encoder_weights(tuned_run, mini_corpus, do
     assert torch.allclose(frozen_maps.float(), frozen.encode(paths), atol=0.05)
 
 
+@pytest.mark.slow
 def test_encoder_weights_that_do_not_fit_are_refused(tuned_run, tmp_path):
     xe, _, _ = tuned_run
     checkpoint = load_checkpoint(xe)

@@ -77,6 +77,7 @@ def test_fold_batch_norms_keeps_the_function_and_the_activation():
     assert torch.allclose(net(x), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "torchvision:resnet18"])
 def test_traced_encoder_gives_the_same_map_and_other_sizes_run_the_module(name):
     encoder = build_encoder(name, pretrained=False).to(memory_format=torch.channels_last)

@@ -19,6 +19,7 @@ def test_scores_reward_matching_captions():
         score_captions({"a": "x"}, references, use_java=False)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_fixture_test_split(tmp_path, mini_corpus, capsys):
     out = tmp_path / "metrics.json"
     report = main(["--data", str(mini_corpus), "--split", "test", "--out", str(out)])

@@ -145,6 +145,7 @@ def test_native_step_rejects_a_token_outside_the_vocabulary_and_a_mismatched_sta
         fused.step(torch.tensor([4]), (h, c[:, :-1].contiguous(), *rest))
 
 
+@pytest.mark.slow
 def test_decoder_keeps_the_torchscript_kernels_where_the_native_ones_cannot_build(tmp_path):
     """No C++ compiler (a fresh extension folder, so nothing is cached): a warning, and captions."""
     script = textwrap.dedent(

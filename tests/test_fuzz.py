@@ -24,7 +24,7 @@ from captioner import Captioner, MediaError
 from captioner.cli import main as cli_main
 from captioner.media import load_image, read_video_frames
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 SEEDED = settings(derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
 

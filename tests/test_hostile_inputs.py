@@ -54,6 +54,7 @@ def test_exif_rotated_photo_is_read_upright(corpus, dog_photo):
     assert np.abs(sideways - upright).mean() > 20  # the stored pixels really are rotated
 
 
+@pytest.mark.slow
 def test_cli_reports_each_bad_input_and_continues(corpus, capsys):
     code = cli_main(["caption", "--json", *(str(case.path) for case in corpus)])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -65,6 +66,7 @@ def test_cli_reports_each_bad_input_and_continues(corpus, capsys):
             assert re.search(case.error, line["error"]), (case.kind, line)
 
 
+@pytest.mark.slow
 def test_app_answers_with_messages_and_keeps_serving(corpus, dog_photo):
     from gradio_client import Client
 

@@ -8,8 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from training_helpers import ROOT, read_log, tiny_settings, train_command
+
+pytestmark = pytest.mark.slow
 
 EPOCHS = 30
 

@@ -13,6 +13,8 @@ from media_helpers import write_clip
 
 from benchmarks.app_load import AppProcess, loopback_client
 
+pytestmark = pytest.mark.slow
+
 CLIENTS, REQUESTS = 16, 25
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from training_helpers import ROOT
 
 # Frees one 5 MB block (glibc then raises its mmap threshold above 5 MB), then allocates 60
@@ -40,6 +41,7 @@ def _growth_mb(mode: str) -> int:
     return int(done.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_freed_large_buffers_return_to_the_os_once_bounded():
     assert _growth_mb("default") > 150  # glibc's default keeps ~300 MB resident (this is what grew the app)
     assert _growth_mb("bounded") < 30

@@ -51,6 +51,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(path).size == (40, 60)
 
 
+@pytest.mark.slow
 def test_heic_photos_open(tmp_path, dog_photo):
     import pillow_heif  # a requirement
 

@@ -22,6 +22,7 @@ def test_the_default_on_cpu_is_fp16(shipped):
     assert shipped.decoder_precision == "fp16"
 
 
+@pytest.mark.slow
 def test_fp16_gives_the_fp32_captions_and_nearly_the_same_probabilities(shipped, fixture_features):
     full = _variant(shipped, "fp32").caption_features(fixture_features, top_k=3)
     half = _variant(shipped, "fp16").caption_features(fixture_features, top_k=3)

@@ -76,6 +76,7 @@ def test_mean_baseline_needs_two_samples():
         advantages(torch.ones(4, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus, baseline):
     features = tmp_path / "features"
@@ -92,6 +93,7 @@ def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus
         assert "scst" in load_checkpoint(best).training
 
 
+@pytest.mark.slow
 def test_weight_average_is_validated_saved_and_resumed(tmp_path, mini_corpus):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
@@ -119,6 +121,7 @@ def test_some_mirrored_swaps_whole_rows_at_the_given_chance():
     assert 150 < int(per_row[:, 0].sum()) < 250
 
 
+@pytest.mark.slow
 def test_self_critical_run_reads_the_mirrored_cache(tmp_path, mini_corpus):
     from captioner.encoders import build_encoder
     from training.extract_features import cache_dir_for
@@ -158,6 +161,7 @@ def test_unknown_baseline_is_refused(tmp_path, mini_corpus):
         train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), baseline="best"))
 
 
+@pytest.mark.slow
 def test_sample_dropout_changes_what_is_sampled_and_nothing_else_does(tmp_path, mini_corpus):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.5, lr=5e-3, epochs=2))

@@ -24,6 +24,7 @@ def _config(mini_corpus, run, features_root, **overrides) -> TrainConfig:
     return tiny_train_config(mini_corpus, run, features_root, **{**settings, **overrides})
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_writes_a_loadable_checkpoint(tmp_path, mini_corpus, features_root):
     best = train(_config(mini_corpus, tmp_path, features_root))
     losses = [float(row["train_loss"]) for row in read_log(tmp_path)]
@@ -39,6 +40,7 @@ def test_training_loss_falls_and_writes_a_loadable_checkpoint(tmp_path, mini_cor
     assert "BLEU-4" in checkpoint.metrics["val_greedy"]
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(tmp_path, mini_corpus, features_root):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_config(mini_corpus, straight, features_root, epochs=3))
@@ -52,12 +54,14 @@ def test_resume_reaches_the_same_weights(tmp_path, mini_corpus, features_root):
     assert json.loads(a["history"])[-1]["train_loss"] == json.loads(b["history"])[-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tmp_path, mini_corpus, features_root):
     train(_config(mini_corpus, tmp_path, features_root, epochs=1))
     with pytest.raises(ValueError, match="different vocabulary or model shape"):
         train(_config(mini_corpus, tmp_path, features_root, epochs=2, hidden_dim=40, resume=True))
 
 
+@pytest.mark.slow
 def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, features_root):
     from captioner.encoders import build_encoder
     from training.feature_cache import extract_features, open_cache
@@ -75,6 +79,7 @@ def test_feature_cache_is_reused_only_when_it_matches(tmp_path, mini_corpus, fea
     )
 
 
+@pytest.mark.slow
 def test_mirrored_feature_cache_holds_the_mirrored_images_and_is_kept_apart(tmp_path, mini_corpus):
     import torch
 
@@ -96,6 +101,7 @@ def test_mirrored_feature_cache_holds_the_mirrored_images_and_is_kept_apart(tmp_
     assert open_cache(tmp_path / "mirrored", spec, names, mirrored=True) is not None
 
 
+@pytest.mark.slow
 def test_tune_decoding_stores_the_best_val_setting_as_the_default(tmp_path, mini_corpus, features_root):
     from captioner import Captioner
     from training import tune_decoding
