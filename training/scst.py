@@ -88,8 +88,8 @@ class ScstConfig:
     copy_weight: float = field(
         default=0.0,
         metadata={
-            "help": "concept decoders: weight of a term that makes the copy token beat the word it stands "
-            "for where references name the concept; the reward shapes the rest (e.g. 1)"
+            "help": "concept decoders: weight of a term, on the copy tokens' classifier rows only, that makes "
+            "the copy token beat the word it stands for where references name the concept (e.g. 1)"
         },
     )
     reward_end: bool = field(
@@ -188,6 +188,21 @@ def copy_loss(
     copy_logit = logits[copies].gather(1, targets[copies][:, None])
     word_logit = logits[copies].gather(1, replaced[copies][:, None])
     return F.softplus(word_logit - copy_logit).mean()
+
+
+def add_copy_gradient(model, loss: torch.Tensor) -> None:
+    """Add the copy term's gradient to the copy tokens' rows of the word classifier only: the
+    term decides when a copy token beats the word it stands for and leaves the rest of the
+    decoder to the reward (through the whole network, its gradient swamped the reward's)."""
+    if not loss.requires_grad:
+        return
+    rows = slice(model.base_vocab_size, None)
+    for parameter, gradient in zip(
+        (model.head.weight, model.head.bias), torch.autograd.grad(loss, (model.head.weight, model.head.bias))
+    ):
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        parameter.grad[rows] += gradient[rows]
 
 
 def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None) -> torch.Tensor:
@@ -353,10 +368,10 @@ def train_scst(config: ScstConfig) -> Path:
             # (a per-caption mean would weigh the words of long captions less, and so favour them).
             tokens_in_batch = (log_probs != 0).sum().clamp(min=1)
             loss = -(rewards[:, None] * log_probs).sum() / tokens_in_batch
-            if copy_captions is not None:
-                loss = loss + config.copy_weight * copy_loss(model, features, index, copy_captions, flips)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if copy_captions is not None:
+                add_copy_gradient(model, config.copy_weight * copy_loss(model, features, index, copy_captions, flips))
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             if average is not None:
