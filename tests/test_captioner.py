@@ -57,6 +57,7 @@ def test_inputs_as_path_pil_and_array_agree(shipped: Captioner, dog_photo):
     assert shipped.caption(np.asarray(image)).caption == by_path
 
 
+@pytest.mark.slow
 def test_batch_matches_single(shipped: Captioner, mini_corpus, dog_photo):
     photos = sorted((mini_corpus / "images").glob("*.jpg"))[:3] + [dog_photo]
     batch = shipped.caption_batch(photos)
@@ -64,6 +65,7 @@ def test_batch_matches_single(shipped: Captioner, mini_corpus, dog_photo):
     assert shipped.caption_batch([]) == []
 
 
+@pytest.mark.slow
 def test_encode_runs_the_encoder_a_few_images_at_a_time(shipped: Captioner, mini_corpus):
     photos = sorted((mini_corpus / "images").glob("*.jpg"))[:6]
     batch = torch.stack([shipped.preprocess(p) for p in photos]).contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,7 @@ def concept_checkpoint(tmp_path_factory, mini_corpus, features_root):
     return train(tiny_train_config(mini_corpus, run, features_root, decoder="concept_attention", **settings))
 
 
+@pytest.mark.slow
 def test_a_concept_decoder_learns_to_copy_the_dog_it_is_shown(concept_checkpoint, dog_photo):
     checkpoint = load_checkpoint(concept_checkpoint)
     assert checkpoint.concepts is not None and checkpoint.vocab.tokens[-6:] == slot_tokens(3)
@@ -38,6 +39,7 @@ def test_a_concept_decoder_learns_to_copy_the_dog_it_is_shown(concept_checkpoint
     assert "<concept" not in result.caption
 
 
+@pytest.mark.slow
 def test_init_with_no_epochs_converts_a_checkpoint_keeping_its_weights(tmp_path, mini_corpus, features_root):
     soft = train(tiny_train_config(mini_corpus, tmp_path / "soft", features_root, decoder="soft_attention", epochs=1))
     converted = train(
@@ -51,6 +53,7 @@ def test_init_with_no_epochs_converts_a_checkpoint_keeping_its_weights(tmp_path,
     assert torch.equal(after.model.embed.weight[: len(before.vocab)], before.model.embed.weight)
 
 
+@pytest.mark.slow
 def test_self_critical_training_of_a_concept_decoder_with_the_copy_term(tmp_path, mini_corpus, features_root):
     init = train(
         tiny_train_config(mini_corpus, tmp_path / "xe", features_root, decoder="concept_attention", epochs=2, lr=5e-3)

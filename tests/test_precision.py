@@ -31,6 +31,7 @@ def test_fp16_gives_the_fp32_captions_and_nearly_the_same_probabilities(shipped,
         assert [s.prob for s in b.steps] == pytest.approx([s.prob for s in a.steps], abs=5e-3)
 
 
+@pytest.mark.slow
 def test_int8_stores_quantised_weights_and_still_captions(shipped, fixture_features, small_model):
     quantised = small_model.for_inference("int8")
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantised.modules())
