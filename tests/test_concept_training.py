@@ -12,6 +12,7 @@ from captioner.checkpoint import load_checkpoint
 from captioner.concepts import slot_tokens
 from captioner.vocab import END, Vocabulary
 from training.datasets import load_corpus
+from training.fit_copy import copy_ranking_loss
 from training.scst import ScstConfig, reward_words, train_scst
 from training.train import excluding, train
 
@@ -76,3 +77,16 @@ def test_exclude_words_leaves_out_every_image_that_mentions_them(mini_corpus):
     kept = excluding(images, "dog dogs")
     assert 0 < len(kept) < len(images)
     assert not any("dog" in caption.lower().split() for image in kept for caption in image.captions)
+
+
+def test_the_copy_ranking_loss_asks_copies_to_beat_their_word_and_nothing_else():
+    base, hidden = 4, torch.eye(3)  # three positions, hidden states one-hot
+    word_logits = torch.tensor([[0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 2.0]])
+    targets = torch.tensor([base, 3, 3])  # a copy of word 3, then word 3 twice
+    replaced = torch.tensor([3, 3, 3])
+    mask = torch.tensor([[0.0, float("-inf")]] * 3)  # slot 1 filled, its plural empty
+    good = (torch.tensor([[9.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), torch.zeros(2))  # fires at position 0 only
+    bad = (torch.tensor([[0.0, 9.0, 9.0], [0.0, 0.0, 0.0]]), torch.zeros(2))  # fires everywhere else
+    loss = copy_ranking_loss
+    assert loss(hidden, word_logits, good, mask, targets, replaced, base) < 0.1
+    assert loss(hidden, word_logits, bad, mask, targets, replaced, base) > 4
