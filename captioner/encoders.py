@@ -138,7 +138,7 @@ class ImageEncoder(nn.Module):
 
     def trace_for_inference(self) -> None:
         """Trace the backbone at the spec's input size, on its device and in its memory format
-        (:func:`captioner.torchscript.traced`: the same map, ~14 % less time at batch 1 here).
+        (:func:`captioner.torchscript.traced`: the same map, with less overhead per call; docs/speed.md).
         ``forward`` then runs the trace for images of that size, at any batch size, and the
         backbone itself for other sizes, since a trace fixes the "same" padding of one size.
         A second call on the same device and memory format keeps the trace it has."""

@@ -1,7 +1,7 @@
 """A clip's frames at chosen positions: decoded in one pass, or by seeking over long gaps.
 
 A clip sampled at a few evenly spaced frames needs only those; decoding every frame in between
-costs most of the reading of a long phone clip (a 25-second 1080p clip: ~3 s on two cores).
+costs most of the reading of a long phone clip (docs/speed.md, long clips).
 :func:`frames_at` decodes in order while the next wanted frame is near, and where it is more
 than ``seek_ahead`` frames on, asks the demuxer for the keyframe before it and decodes from
 there. Positions are counted frame by frame; where a seek lands, its frame's position is its

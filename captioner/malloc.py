@@ -4,9 +4,9 @@ glibc raises its mmap threshold every time a large block is freed, so after a fe
 the multi-megabyte buffers of each image (decoded pixels, feature maps, decoder scratch)
 are carved out of the heap instead of being mapped, and fragmented heaps never shrink.
 Many worker threads each get their own heap ("arena") on top of that. Fixing the threshold
-and capping the arenas keeps the serving process's RSS flat (README, Robustness). The
+and capping the arenas keeps the serving process's RSS flat (docs/robustness.md). The
 threshold is a trade: each mapped block is page-faulted afresh, so 1 MiB flattened RSS best
-but cost a 21 ms caption 10 ms; 4 MiB costs about 2 ms and still levels off, 8 MiB did not.
+but slowed a caption by half; 4 MiB costs a tenth of that and still levels off, 8 MiB did not.
 Elsewhere (musl, macOS, Windows) this does nothing.
 """
 

@@ -297,7 +297,7 @@ def _sample(path: Path, positions: list[int], *, seek: bool) -> list[tuple[float
     import av
 
     # PyAV directly (imageio's video backend): imageio's reader runs gc.collect() when it
-    # closes, which costs ~0.2 s per clip in a process holding torch and Gradio.
+    # closes, which is slow in a process holding torch and Gradio.
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or 25.0)

@@ -38,7 +38,7 @@ def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
     try:
 
         def client_session(number: int) -> list[tuple[str, str, float]]:
-            # captions only: output images are not fetched (see README, Robustness)
+            # captions only: output images are not fetched (see docs/robustness.md)
             client = loopback_client(server.url, download_files=False)
             results = []
             for request in range(REQUESTS):
@@ -71,7 +71,7 @@ def test_sixteen_clients_get_correct_captions_with_bounded_latency(inputs):
     assert all(caption == inputs[path] for path, caption, _ in results)
     assert wall < 900  # bounded: the queue serves everyone, nobody waits forever
     # Levels off once warm: glibc's heap growth is bounded (captioner/malloc.py). Without that
-    # this run grew by 400-800 MB; with it, by tens of MB (see README, Robustness). A leak of
+    # this run grew by 400-800 MB; with it, by tens of MB (see docs/robustness.md). A leak of
     # one upload or frame per request (400 x 0.3-1 MB) fails this.
     assert rss_after - rss_before < 120
     assert "libtriton" not in mapped and "libtorch_cpu" in mapped  # app.py keeps Triton out (74 MB)

@@ -8,7 +8,7 @@ that beat a baseline. ``--baseline mean`` (the default; Luo 2020, "a better vari
 uses the mean CIDEr-D of the image's other samples, which needs no greedy decoding and gives
 every image zero-mean advantages; ``--baseline greedy`` (Rennie et al.) uses the CIDEr-D of
 the image's greedy caption. On Flickr8k ``val`` the mean baseline reached a higher greedy
-CIDEr (see the README's ablation table). ``--ema-decay`` (e.g. 0.997) keeps an exponential moving
+CIDEr (see the ablation table in docs/training.md). ``--ema-decay`` (e.g. 0.997) keeps an exponential moving
 average of the weights (``torch.optim.swa_utils``); validation and ``best.safetensors`` then use the
 average, and the log also records the raw weights' ``val_raw_CIDEr``. Validation (greedy BLEU-4/CIDEr
 on ``val``), ``best.safetensors``, ``last.pt`` (atomic, ``--resume``), ``log.csv`` and ``curves.png``

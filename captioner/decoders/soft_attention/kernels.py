@@ -1,7 +1,7 @@
 """The fused attention decoder's step and its greedy loop, as TorchScript functions.
 
 At batch 1 a step of :class:`~captioner.decoders.soft_attention.fused.FusedAttentionDecoder` is two fp16
-matrix products (about 0.13 ms here, the cost of reading the weights) and some twenty small
+matrix products (bound by reading the weights) and some twenty small
 tensor operations, each of which costs more in Python and dispatch overhead than in
 arithmetic. Compiled with ``torch.jit.script`` the same operations run from TorchScript's
 interpreter: a step and the greedy loop around it (the word distribution, the top-k, dropping

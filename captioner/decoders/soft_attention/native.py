@@ -3,7 +3,7 @@
 :mod:`.kernels` runs a word as some thirty ATen calls from TorchScript; at batch
 1 their overhead, not their arithmetic, is most of the step besides the two fp16 products.
 ``fused_decoder.cpp`` (beside this module) computes the same function with plain loops around
-those products (about 20 % less decoding time here) and registers it as ``torch.ops.captioner``.
+those products (less decoding time: docs/speed.md) and registers it as ``torch.ops.captioner``.
 PyTorch's extension loader compiles it once per machine (``ninja`` and a C++ compiler; about
 20 s, kept under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). Where it cannot,
 :func:`native_kernels_available` warns once and the decoder keeps the TorchScript kernels.
@@ -42,7 +42,7 @@ def native_kernels_available() -> bool:
             from torch.utils import cpp_extension
         finally:
             loader_log.setLevel(level)
-        logger.info("loading the native decoder kernels (compiled once per machine, ~20 s)")
+        logger.info("loading the native decoder kernels (compiled once per machine)")
         cpp_extension.load(
             "captioner_fused_decoder", [str(_SOURCE)], extra_cflags=["-O3", "-fopenmp-simd"], is_python_module=False
         )
