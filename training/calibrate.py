@@ -75,7 +75,8 @@ def _forced_logits(checkpoint, features: torch.Tensor, captions: list[str]) -> t
         for start in range(0, len(captions), 500):
             chunk = features[start : start + 500]
             ids = pad_sequence(_caption_ids(checkpoint, chunk, captions[start : start + 500]), batch_first=True)
-            logits = model(chunk, ids)  # (B, T-1, V)
+            # a concept decoder's empty slots are -inf: finite, they leave the fit's gradients defined
+            logits = torch.nan_to_num(model(chunk, ids), neginf=-1e4)  # (B, T-1, V)
             keep = ids[:, 1:] != vocab.pad_id
             logits_all.append(logits[keep])
             targets_all.append(ids[:, 1:][keep])

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(batch), count + len(batch)
+            total, count = total + loss.item() * len(batch), count + len(batch)
         print(f"epoch {epoch + 1}: copy ranking loss {total / count:.4f} ({time.perf_counter() - started:.0f} s)")
     hook.remove()
     with torch.no_grad():
