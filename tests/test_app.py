@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from app_server import running_app
@@ -101,3 +102,11 @@ def test_bad_inputs_are_messages_and_the_next_call_works(client, tmp_path, dog_p
         client.predict(handle_file(str(bad)), api_name=endpoint)
     caption, *_ = client.predict(handle_file(str(dog_photo)), api_name="/caption")
     assert caption
+
+
+def test_the_concepts_behind_a_caption_come_with_it(client):
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    caption, _, table, *_, concepts = client.predict(handle_file(str(chelsea)), api_name="/caption")
+    assert "cat" in caption.split()
+    assert "→ cat" in concepts and "in the caption" in concepts
+    assert any(row[1] == "cat ◆" for row in table["data"])  # the copied word is marked in the table

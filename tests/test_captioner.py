@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,12 @@ def test_bad_input_and_options(shipped: Captioner, tmp_path):
     with pytest.raises(ValueError, match="top_k"):
         shipped.caption(np.zeros((32, 32, 3), dtype=np.uint8), top_k=0)
     assert shipped.caption(np.zeros((32, 32, 3), dtype=np.uint8), max_length=3).steps.__len__() <= 3
+
+
+def test_the_shipped_decoder_copies_a_concept_outside_its_captions(shipped: Captioner):
+    """Chelsea the cat was "a dog" before concepts; the encoder's ImageNet head says cat."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    result = shipped.caption(chelsea, beam_size=1)
+    assert any(step.concept == "cat" and step.word == "cat" for step in result.steps), result.caption
+    assert result.concepts[0].word == "cat" and result.concepts[0].in_slot
+    assert "→ cat" in result.concepts[0].describe() and "<concept" not in result.caption
