@@ -28,7 +28,9 @@ def resnet50_lstm(like: Captioner) -> Captioner:
     encoder = build_encoder("torchvision:resnet50", pretrained=False)
     fold_batch_norms(encoder)
     config = ModelConfig(**{**like.checkpoint.config.to_dict(), "encoder": encoder.spec.name, "feature_dim": 2048})
-    checkpoint = Checkpoint(config, like.vocab, encoder.spec, build_decoder(config).eval())
+    checkpoint = Checkpoint(
+        config, like.vocab, encoder.spec, build_decoder(config).eval(), concepts=like.checkpoint.concepts
+    )
     return Captioner(checkpoint, encoder, decoder_precision=like.decoder_precision)
 
 
