@@ -104,6 +104,15 @@ class ConceptTable:
         plural_extra = {form for form in extra if _singular(form) in extra | {word}}
         return {word} | extra - plural_extra - {plural}, {plural} | plural_extra
 
+    @functools.cached_property
+    def members(self) -> dict[int, tuple[int, ...]]:
+        """Each word's ImageNet classes."""
+        members: dict[int, list[int]] = {}
+        for imagenet_class, word_id in enumerate(self.class_words):
+            if word_id >= 0:
+                members.setdefault(word_id, []).append(imagenet_class)
+        return {word_id: tuple(classes) for word_id, classes in members.items()}
+
     def class_index(self) -> torch.Tensor:
         """(1000,) long: each class's word index, -1 for none."""
         return torch.tensor(self.class_words, dtype=torch.long)
@@ -132,6 +141,7 @@ class ImageConcepts:
 
     word_ids: torch.Tensor  # (B, K) long
     scores: torch.Tensor  # (B, K) summed class probability of each word
+    best_words: torch.Tensor | None = None  # (B, K) the words of ``scores``, none left out
 
     @property
     def available(self) -> torch.Tensor:
@@ -139,16 +149,17 @@ class ImageConcepts:
         return self.word_ids >= 0
 
     def select(self, rows: torch.Tensor) -> ImageConcepts:
-        return ImageConcepts(self.word_ids.index_select(0, rows), self.scores.index_select(0, rows))
+        best = self.best_words.index_select(0, rows) if self.best_words is not None else None
+        return ImageConcepts(self.word_ids.index_select(0, rows), self.scores.index_select(0, rows), best)
 
 
 def image_concepts(
     class_probs: torch.Tensor, class_words: torch.Tensor, num_words: int, *, slots: int, threshold: float
 ) -> ImageConcepts:
     """The ``slots`` most probable concept words of each image; those under ``threshold`` are left out."""
-    scores, word_ids = word_probabilities(class_probs, class_words, num_words).topk(slots, dim=1)
-    word_ids = torch.where(scores >= threshold, word_ids, torch.full_like(word_ids, -1))
-    return ImageConcepts(word_ids, scores)
+    scores, best = word_probabilities(class_probs, class_words, num_words).topk(slots, dim=1)
+    word_ids = torch.where(scores >= threshold, best, torch.full_like(best, -1))
+    return ImageConcepts(word_ids, scores, best)
 
 
 def slot_tokens(slots: int) -> list[str]:
@@ -201,8 +212,7 @@ def slotted_tokens(tokens: Sequence[str], word_ids: Sequence[int], table: Concep
 
 def top_classes(class_probs: Sequence[float], table: ConceptTable, word_id: int, *, limit: int = 3) -> list[int]:
     """The classes of concept ``word_id``, most probable first (at most ``limit``)."""
-    members = [c for c, w in enumerate(table.class_words) if w == word_id]
-    return sorted(members, key=lambda c: -class_probs[c])[:limit]
+    return sorted(table.members.get(word_id, ()), key=lambda c: -class_probs[c])[:limit]
 
 
 @functools.cache
@@ -256,25 +266,28 @@ class ConceptReader:
 
     def read(self, features: torch.Tensor) -> list[ImageConceptWords]:
         """Per image of ``features`` (the maps the decoder read): its slots and shown concepts."""
-        probs = self.model.class_probabilities(features)
-        words = word_probabilities(probs, self.model.class_words, len(self.table.words))
-        slots = self.model.concepts(features).word_ids.tolist()
-        scores, best = words.topk(len(slots[0]) if slots else 1, dim=1)
+        probs = self.model.class_probabilities(features)  # (B, 1000)
+        threshold, slots = self.model.config.concept_threshold, self.model.slots
+        concepts = image_concepts(
+            probs, self.model.class_words, len(self.table.words), slots=slots, threshold=threshold
+        )
         names = imagenet_class_names()
         read = []
-        for row, (image_slots, image_scores, image_best) in enumerate(zip(slots, scores.tolist(), best.tolist())):
-            class_probs = probs[row].tolist()
-            shown = [
-                Concept(
-                    word=self.table.words[word_id],
-                    prob=score,
-                    classes=[(names[c], class_probs[c]) for c in top_classes(class_probs, self.table, word_id)][
-                        : self.classes_per_word
-                    ],
-                    in_slot=word_id in image_slots,
-                )
-                for word_id, score in zip(image_best, image_scores)
-                if score >= 0.01
-            ]
+        for row, (image_slots, image_scores, image_best) in enumerate(
+            zip(concepts.word_ids.tolist(), concepts.scores.tolist(), self._best_words(concepts))
+        ):
+            shown = []
+            for word_id, score in zip(image_best, image_scores):
+                if score < 0.01:
+                    continue
+                members = torch.tensor(self.table.members[word_id])
+                top = probs[row, members].topk(min(self.classes_per_word, len(members)))
+                classes = [(names[int(members[i])], float(p)) for p, i in zip(top.values, top.indices)]
+                shown.append(Concept(self.table.words[word_id], score, classes, word_id in image_slots))
             read.append(ImageConceptWords(image_slots, shown, self.table, self.model.base_vocab_size))
         return read
+
+    @staticmethod
+    def _best_words(concepts: ImageConcepts) -> list[list[int]]:
+        """The best words' ids, empty slots included (``image_concepts`` blanks them as -1)."""
+        return concepts.best_words.tolist()
