@@ -49,7 +49,6 @@ from training.train import validate
 __all__ = ["ScstConfig", "advantages", "main", "sample_captions"]
 
 BASELINES = ("greedy", "mean")
-UNK_ID = 3  # Vocabulary.unk_id: a replaced word outside the vocabulary has no logit to beat
 
 
 @dataclass(frozen=True)
@@ -169,6 +168,8 @@ def copy_loss(
     index: torch.Tensor,
     captions: list[list[tuple[torch.Tensor, torch.Tensor]]],
     generator: torch.Generator,
+    *,
+    unk_id: int,
 ) -> torch.Tensor:
     """Where one reference caption per image names a concept, the copy token should beat the
     word it stands for: mean softplus(word logit - copy logit) at those positions, teacher-forced
@@ -182,7 +183,7 @@ def copy_loss(
     words = pad_sequence([w for _, w in picks], batch_first=True, padding_value=0)
     logits = model(features[[row for row, _ in chosen]], slotted)  # (b, T-1, V)
     targets, replaced = slotted[:, 1:], words[:, 1:]
-    copies = (targets != replaced) & (replaced != UNK_ID)
+    copies = (targets != replaced) & (replaced != unk_id)  # an unknown word has no logit to beat
     if not bool(copies.any()):
         return features.new_zeros(())
     copy_logit = logits[copies].gather(1, targets[copies][:, None])
@@ -371,7 +372,10 @@ def train_scst(config: ScstConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if copy_captions is not None:
-                add_copy_gradient(model, config.copy_weight * copy_loss(model, features, index, copy_captions, flips))
+                add_copy_gradient(
+                    model,
+                    config.copy_weight * copy_loss(model, features, index, copy_captions, flips, unk_id=vocab.unk_id),
+                )
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             if average is not None:

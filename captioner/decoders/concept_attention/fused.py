@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from captioner.decoders.soft_attention.fused import FusedAttentionDecoder, _linear
+from captioner.decoders.soft_attention.fused import FusedAttentionDecoder
 from captioner.decoders.soft_attention.kernels import Record, State
 
 if TYPE_CHECKING:
@@ -36,12 +36,8 @@ class FusedConceptDecoder(FusedAttentionDecoder):
         concepts = self.reference.concepts(features)
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
-        locations = _linear(self.norm(features.float()), self._glue)  # (B, L, E)
-        memories = torch.cat([locations, self.reference.concept_memories(concepts)], dim=1)  # (B, L + K, E)
-        h, c = torch.tanh(_linear(memories.mean(dim=1), self._init)).chunk(2, dim=1)
-        keys = _linear(memories.contiguous(), self._key)
-        from_h = _linear(h, self._from_new_hidden)[:, self.vocab_size :]
-        return (h.contiguous(), c.contiguous(), memories, keys, from_h), self.reference.slot_mask(concepts)
+        memories = torch.cat([self.projected(features), self.reference.concept_memories(concepts)], dim=1)
+        return self.state_over(memories), self.reference.slot_mask(concepts)  # over L + K memories
 
     def init_state(self, features: torch.Tensor):
         (h, c, memories, keys, from_h), mask = self._concept_state(features)

@@ -122,11 +122,18 @@ class FusedAttentionDecoder(nn.Module):
         if self.native:
             products = (self._glue, self._init, self._key, self._from_new_hidden)
             return native_initial_state(features, self.norm, products, self.vocab_size)
-        locations = _linear(self.norm(features.float()), self._glue)  # (B, L, E)
-        h, c = torch.tanh(_linear(locations.mean(dim=1), self._init)).chunk(2, dim=1)
-        keys = _linear(locations, self._key)
+        return self.state_over(self.projected(features))
+
+    def projected(self, locations: torch.Tensor) -> torch.Tensor:
+        """The encoder's locations (B, L, C) through the glue: (B, L, E)."""
+        return _linear(self.norm(locations.float()), self._glue)
+
+    def state_over(self, memories: torch.Tensor) -> State:
+        """The kernels' state before ``<start>`` over projected memories (B, L, E)."""
+        h, c = torch.tanh(_linear(memories.mean(dim=1), self._init)).chunk(2, dim=1)
+        keys = _linear(memories.contiguous(), self._key)
         from_h = _linear(h, self._from_new_hidden)[:, self.vocab_size :]
-        return h.contiguous(), c.contiguous(), locations, keys, from_h
+        return h.contiguous(), c.contiguous(), memories, keys, from_h
 
     def step(self, tokens: torch.Tensor, state: FusedState) -> tuple[torch.Tensor, FusedState]:
         """One word: tokens (B,) -> logits (B, V); the new state carries this step's attention (B, L)."""
