@@ -6,7 +6,7 @@ Writes a phone-like clip (by default 25 s of 1080p at 30 fps, a keyframe a secon
 across the demo photo with sensor-like noise, so it has a phone's bitrate), then times
 ``read_video_frames`` of ``--frames`` evenly spaced frames in alternation: as it runs by
 default (seeking to the keyframe before each sampled frame where the gap is long, see
-:mod:`captioner.frame_sampling`) and with ``seek=False`` (decoding every frame up to the last
+:mod:`captioner.media.frame_sampling`) and with ``seek=False`` (decoding every frame up to the last
 one). Reports both, their ratio and whether they gave the same frames (times and pixels).
 PyAV's decoder picks its own threads (torch's thread count plays no part here).
 """

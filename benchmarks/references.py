@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from captioner.batchnorm_folding import fold_batch_norms
 from captioner.captioner import Captioner
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
 from captioner.decoders import build_decoder
 from captioner.encoders import build_encoder
+from captioner.encoders.batchnorm_folding import fold_batch_norms
 
 __all__ = ["resnet50_lstm", "transformer_captioners"]
 

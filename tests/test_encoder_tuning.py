@@ -8,8 +8,9 @@ from training_helpers import tiny_scst_settings, tiny_train_config
 
 from captioner import Captioner
 from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from captioner.encoders import build_encoder, split_encoder
+from captioner.encoders import build_encoder
 from training.datasets import load_corpus
+from training.encoder_split import split_encoder
 from training.encoder_tuning import TunedEncoderDecoder, checkpoint_maps
 from training.extract_features import main as extract_main
 from training.scst import ScstConfig, train_scst

@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from captioner.batchnorm_folding import fold_batch_norms
 from captioner.encoders import build_encoder, efficientnet_lite_classifier
+from captioner.encoders.batchnorm_folding import fold_batch_norms
+from captioner.encoders.transforms import ImageTransform
 
 IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -15,7 +16,7 @@ IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, S
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
 def test_packaged_weights_recognise_a_real_cat(name):
     encoder = build_encoder(name)
-    image = encoder.spec.transform()(Image.fromarray(skimage.data.chelsea()))[None]
+    image = ImageTransform(encoder.spec)(Image.fromarray(skimage.data.chelsea()))[None]
     with torch.inference_mode():
         probs = efficientnet_lite_classifier(name)(image).softmax(dim=-1)[0]
     top5 = set(probs.topk(5).indices.tolist())
@@ -53,7 +54,7 @@ def test_unknown_names_are_clear_errors():
 def test_lite_encoder_folds_its_batch_norms_and_computes_the_same_map():
     encoder = build_encoder("efficientnet_lite0")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules())
-    image = encoder.spec.transform()(Image.fromarray(skimage.data.chelsea()))[None]
+    image = ImageTransform(encoder.spec)(Image.fromarray(skimage.data.chelsea()))[None]
     unfolded = efficientnet_lite_classifier("efficientnet_lite0")
     assert sum(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules()) == 49
     with torch.inference_mode():

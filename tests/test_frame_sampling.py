@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from media_helpers import write_video
 
-from captioner.frame_sampling import frames_at
 from captioner.media import read_video_frames
+from captioner.media.frame_sampling import frames_at
 
 
 def _numbered_clip(path: Path, frames: int, *, keyframe_interval: int) -> Path:

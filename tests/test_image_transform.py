@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from captioner.encoders import EncoderSpec, ImagePreprocessor
-from captioner.image_transform import ImageTransform
+from captioner.encoders.transforms import ImageTransform
 from captioner.media import MediaError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

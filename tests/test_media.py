@@ -11,10 +11,10 @@ import pytest
 from media_helpers import write_clip, write_rotated_clip
 from PIL import Image
 
-from captioner import media
 from captioner.media import (
     MediaError,
     check_photo,
+    clips,
     is_video_path,
     load_image,
     media_files,
@@ -207,8 +207,8 @@ def test_a_fifo_is_not_reported_as_a_missing_file(tmp_path):
 
 def test_clip_frames_over_the_pixel_budget_are_refused_before_decoding(tmp_path, dog_photo, monkeypatch):
     clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=64)
-    monkeypatch.setattr(media, "MAX_PIXELS", 64 * 64 - 1)  # a 16000 x 16000 frame, scaled to the test
-    monkeypatch.setattr(media, "_picture", None)  # nothing may reach the decoded-frame stage
+    monkeypatch.setattr(clips, "MAX_PIXELS", 64 * 64 - 1)  # a 16000 x 16000 frame, scaled to the test
+    monkeypatch.setattr(clips, "_picture", None)  # nothing may reach the decoded-frame stage
     with pytest.raises(MediaError, match="too large.*64 x 64"):
         read_video_frames(clip)
 
@@ -216,14 +216,14 @@ def test_clip_frames_over_the_pixel_budget_are_refused_before_decoding(tmp_path,
 def test_decoded_frames_over_the_pixel_budget_are_refused(tmp_path, dog_photo, monkeypatch):
     """A frame larger than its stream declared (the header lied) is checked again when decoded."""
     clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=64)
-    monkeypatch.setattr(media, "MAX_PIXELS", 64 * 64 - 1)
-    monkeypatch.setattr(media, "_count_frames", lambda path, most: 4)  # where the header is checked
+    monkeypatch.setattr(clips, "MAX_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(clips, "_count_frames", lambda path, most: 4)  # where the header is checked
     with pytest.raises(MediaError, match="frames are too large"):
         read_video_frames(clip)
 
 
 def test_large_clip_frames_are_kept_scaled_down(tmp_path, dog_photo, monkeypatch):
     clip = write_clip(tmp_path / "clip.mp4", dog_photo, frames=4, size=128)
-    monkeypatch.setattr(media, "KEPT_FRAME_PIXELS", 64 * 64)
+    monkeypatch.setattr(clips, "KEPT_FRAME_PIXELS", 64 * 64)
     frames = read_video_frames(clip, num_frames=2)
     assert [frame.image.size for frame in frames] == [(64, 64), (64, 64)]

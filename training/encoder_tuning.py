@@ -2,7 +2,7 @@
 
 The trunk (stem and first stages) stays frozen, so its maps are extracted once
 (``training.extract_features --tune-encoder-stages K``); the top (last K stages and head,
-:class:`~captioner.encoders.EncoderTop`) runs in every training step and its weights go into
+:class:`~training.encoder_split.EncoderTop`) runs in every training step and its weights go into
 the checkpoint, where :meth:`Captioner.load` puts them back into the rebuilt encoder.
 """
 
@@ -17,7 +17,8 @@ from torch import nn
 
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
-from captioner.encoders import EncoderSpec, EncoderTop, ImageEncoder, split_encoder
+from captioner.encoders import EncoderSpec, ImageEncoder
+from training.encoder_split import EncoderTop, split_encoder
 from training.extract_features import cache_dir_for
 from training.feature_cache import FeatureCache, open_cache
 

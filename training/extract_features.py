@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from captioner.encoders import build_encoder, split_encoder
+from captioner.encoders import build_encoder
 from training.datasets import load_corpus
+from training.encoder_split import split_encoder
 from training.feature_cache import extract_features
 
 __all__ = ["main", "cache_dir_for"]

@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 if TYPE_CHECKING:
-    from captioner.encoders import EncoderSpec
+    from captioner.encoders.spec import EncoderSpec
 
 __all__ = ["ImageTransform"]
 
@@ -28,7 +28,7 @@ __all__ = ["ImageTransform"]
 class ImageTransform:
     """PIL image -> float32 (3, ``image_size``, ``image_size``), as the encoder's spec says.
 
-    A plain class (DataLoader workers pickle it), built by ``EncoderSpec.transform()``.
+    A plain class (DataLoader workers pickle it), built from an :class:`~captioner.encoders.spec.EncoderSpec`.
     """
 
     def __init__(self, spec: EncoderSpec) -> None:
