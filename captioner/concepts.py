@@ -216,12 +216,12 @@ def top_classes(class_probs: Sequence[float], table: ConceptTable, word_id: int,
 
 
 @functools.cache
-def imagenet_class_names() -> tuple[str, ...]:
-    """The 1,000 ImageNet classes' short names (timm's descriptions up to the first comma)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i).split(",")[0] for i in range(NUM_CLASSES))
+def imagenet_class_names(folder: str | Path | None = None) -> tuple[str, ...]:
+    """The 1,000 ImageNet classes' short names (the table's class names up to the first comma;
+    timm's descriptions)."""
+    with open(Path(folder or default_table_dir()) / "imagenet_concepts.csv", newline="", encoding="utf-8") as file:
+        rows = sorted(csv.DictReader(file), key=lambda row: int(row["index"]))
+    return tuple(row["class_name"].split(",")[0] for row in rows)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.data import ImageNetInfo
 
-from captioner.concepts import ConceptTable, image_concepts, slotted_tokens, word_probabilities
+from captioner.concepts import ConceptTable, image_concepts, imagenet_class_names, slotted_tokens, word_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def test_the_table_maps_every_imagenet_class_named_as_timm_names_it(table):
     assert [int(r["index"]) for r in rows] == list(range(1000))
     assert [r["class_name"] for r in rows] == [info.index_to_description(i) for i in range(1000)]
     assert len(table.class_words) == 1000 and len(set(table.words)) == len(table.words)
+    assert imagenet_class_names() == tuple(info.index_to_description(i).split(",")[0] for i in range(1000))
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,11 @@ def picture(width: int, height: int, mode: str = "RGB") -> Image.Image:
     return Image.fromarray(pixels).convert(mode)
 
 
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
 @pytest.mark.parametrize("resize_size", [None, 40], ids=["squash", "short-side-then-crop"])
-@pytest.mark.parametrize("size", [(32, 32), (57, 41), (23, 90)], ids=["exact", "wide", "tall"])
-def test_transform_equals_torchvision_pipeline(size, resize_size):
-    spec = EncoderSpec("test", "none", 32, MEAN, STD, "bicubic", resize_size)
+@pytest.mark.parametrize("size", [(32, 32), (57, 41), (23, 90), (640, 480)], ids=["exact", "wide", "tall", "large"])
+def test_transform_equals_torchvision_pipeline(size, resize_size, interpolation):
+    spec = EncoderSpec("test", "none", 32, MEAN, STD, interpolation, resize_size)
     image = picture(*size)
     ours = ImageTransform(spec)(image)
     expected = torchvision_pipeline(spec)(image)

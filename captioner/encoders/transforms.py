@@ -16,13 +16,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import v2
 
 if TYPE_CHECKING:
     from captioner.encoders.spec import EncoderSpec
 
 __all__ = ["ImageTransform"]
+
+# Modes whose antialiased resize torch computes on uint8 pictures directly, as torchvision's
+# v2 resize does for them on the CPU (the same numbers, without importing torchvision)
+_NATIVE_UINT8_MODES = ("bicubic", "bilinear")
 
 
 class ImageTransform:
@@ -34,7 +38,7 @@ class ImageTransform:
     def __init__(self, spec: EncoderSpec) -> None:
         self.image_size = spec.image_size
         self.resize_size = spec.resize_size  # None: squash to image_size; else short side, then crop
-        self.interpolation = v2.InterpolationMode(spec.interpolation)
+        self.interpolation = spec.interpolation  # torchvision's InterpolationMode value, e.g. "bicubic"
         mean, std = torch.tensor(spec.mean), torch.tensor(spec.std)
         self.scale = 1.0 / (255.0 * std)  # (C,): (x / 255 - mean) / std as one multiply-add
         self.shift = -mean / std
@@ -59,10 +63,17 @@ class ImageTransform:
         if self.resize_size is None:
             if tuple(pixels.shape[-2:]) == (size, size):
                 return pixels
-            return v2.functional.resize(pixels, [size, size], self.interpolation, antialias=True)
-        pixels = v2.functional.resize(pixels, self.resize_size, self.interpolation, antialias=True)
+            if self.interpolation in _NATIVE_UINT8_MODES:  # what torchvision runs for them on the CPU
+                squashed = F.interpolate(pixels[None], size=(size, size), mode=self.interpolation, antialias=True)
+                return squashed[0]
+        from torchvision.transforms import v2  # other modes, and torchvision encoders' crops
+
+        mode = v2.InterpolationMode(self.interpolation)
+        if self.resize_size is None:
+            return v2.functional.resize(pixels, [size, size], mode, antialias=True)
+        pixels = v2.functional.resize(pixels, self.resize_size, mode, antialias=True)
         return v2.functional.center_crop(pixels, [size, size])
 
     def __repr__(self) -> str:
         crop = "" if self.resize_size is None else f", short side {self.resize_size} then crop"
-        return f"ImageTransform({self.image_size} px{crop}, {self.interpolation.value})"
+        return f"ImageTransform({self.image_size} px{crop}, {self.interpolation})"
