@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["AppProcess", "loopback_client"]
@@ -48,24 +49,37 @@ class AppProcess:
     """``python app.py`` (or another Gradio script) on a free loopback port, with memory readings and two
     clients: ``client`` as gradio_client comes, ``fast_client`` sharing one SSL context (see above)."""
 
-    def __init__(self, *, threads: int, script: Path = ROOT / "app.py") -> None:
+    def __init__(
+        self,
+        *,
+        threads: int,
+        script: Path = ROOT / "app.py",
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        startup_timeout: float = 120,
+    ) -> None:
+        """Run ``script`` with ``python`` from the script's folder, in ``env`` (default: this process's
+        environment), its output in ``log`` (default: discarded)."""
         env = {
-            **os.environ,
+            **(os.environ if env is None else env),
             "GRADIO_SERVER_NAME": "127.0.0.1",
             "GRADIO_SERVER_PORT": str(_free_port()),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "OMP_NUM_THREADS": str(threads),
         }
         self.url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+        self.log = log
+        output = log.open("wb") if log else subprocess.DEVNULL
         started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, str(script)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.client = self._connect(timeout=120)
+        try:
+            self.process = subprocess.Popen(
+                [python, str(script)], cwd=script.parent, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        finally:
+            if log:
+                output.close()  # the child holds its own copy
+        self.client = self._connect(timeout=startup_timeout)
         self.startup_s = time.perf_counter() - started
         self.fast_client = loopback_client(self.url)
 
@@ -74,8 +88,12 @@ class AppProcess:
         while True:
             try:
                 return loopback_client(self.url, shared_ssl_context=False)
-            except Exception:
-                if time.monotonic() > deadline or self.process.poll() is not None:
+            except Exception as error:
+                if self.process.poll() is not None:
+                    output = self.log.read_text(errors="replace")[-3000:] if self.log else "(output discarded)"
+                    raise RuntimeError(f"the app exited with status {self.process.returncode}:\n{output}") from error
+                if time.monotonic() > deadline:
+                    self.close()
                     raise
                 time.sleep(0.5)
 

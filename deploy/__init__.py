@@ -1,0 +1,1 @@
+"""Publishing the demo: ``python -m deploy.space`` builds, checks and uploads a Hugging Face Space."""
