@@ -109,11 +109,15 @@ class Captioner:
         decoder_precision: str = "fp32",
         native_decoder: bool = True,
         encode_chunk_size: int | None = None,
+        trace_encoder: bool = True,
     ) -> None:
         """``native_decoder``: the fused fp16 attention decoder runs its C++ kernels where they
         build (False: its TorchScript ones; see :mod:`captioner.decoders.soft_attention.native`).
         ``encode_chunk_size``: images per encoder forward in :meth:`encode` (None: a few on the
-        CPU, all on an accelerator; see :func:`~captioner.encoders.default_chunk_size`)."""
+        CPU, all on an accelerator; see :func:`~captioner.encoders.default_chunk_size`).
+        ``trace_encoder``: trace the encoder (:meth:`ImageEncoder.trace_for_inference`: the same
+        maps with less overhead per image, for a process that captions many; tracing and the
+        trace's first calls cost about as much as a few hundred images save)."""
         if encode_chunk_size is not None and encode_chunk_size < 1:
             raise ValueError(f"encode_chunk_size must be at least 1, not {encode_chunk_size}")
         checkpoint.check_compatible(encoder=encoder.spec)
@@ -126,7 +130,8 @@ class Captioner:
         self.model = checkpoint.model.eval().for_inference(decoder_precision, native=native_decoder)
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
-        self.encoder.trace_for_inference()
+        if trace_encoder:
+            self.encoder.trace_for_inference()
         # images per forward in encode (None: the whole batch)
         self.encode_chunk_size = encode_chunk_size or default_chunk_size(self.device)
         self.preprocess = ImagePreprocessor(encoder.spec)
@@ -134,17 +139,23 @@ class Captioner:
 
     @classmethod
     def load(
-        cls, path: str | Path | None = None, *, device: str = "cpu", decoder_precision: str | None = None
+        cls,
+        path: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        decoder_precision: str | None = None,
+        trace_encoder: bool = True,
     ) -> Captioner:
         """Load a checkpoint (None: the shipped one) and rebuild its encoder.
 
         ``decoder_precision`` (see :mod:`captioner.precision`): default ``fp16`` on the CPU,
         which gives the same captions as ``fp32`` at about twice the decoding speed.
+        ``trace_encoder``: see :class:`Captioner` (False for a few images).
         """
         checkpoint = load_checkpoint(path or default_checkpoint_path(), device=device)
         encoder = checkpoint.build_encoder().to(device)
         precision = decoder_precision or ("fp16" if torch.device(device).type == "cpu" else "fp32")
-        return cls(checkpoint, encoder, decoder_precision=precision)
+        return cls(checkpoint, encoder, decoder_precision=precision, trace_encoder=trace_encoder)
 
     @property
     def device(self) -> torch.device:

