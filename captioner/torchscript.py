@@ -42,7 +42,9 @@ def traced(module: nn.Module, example: torch.Tensor) -> nn.Module:
     """``torch.jit.trace(module, example)`` for inference (parameters shared, not copied); the
     module itself where tracing fails. The trace holds for inputs shaped like ``example`` except
     in the batch size: sizes the module computes from the height and width become constants."""
-    with _quiet_deprecation(), torch.no_grad():
+    with _quiet_deprecation(), torch.no_grad(), warnings.catch_warnings():
+        # those sizes are what the tracer warns about (e.g. "same" padding): expected, as said above
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         try:
             return torch.jit.trace(module, example, check_trace=False)
         except (OSError, RuntimeError) as error:
