@@ -175,7 +175,7 @@ class _Dropped:
     def warn(self) -> None:
         for reason, lines in self.reasons.items():
             shown = ", ".join(lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
-            warnings.warn(f"{self.path}: {reason}: {len(lines)} row(s) left out (line {shown})", stacklevel=4)
+            warnings.warn(f"{self.path}: dropped {len(lines)} row(s) with {reason} (line {shown})", stacklevel=4)
 
 
 def _metadata_records(path: Path, dropped: _Dropped) -> tuple[list[tuple[int, dict]], list[str]]:
@@ -192,10 +192,10 @@ def _metadata_records(path: Path, dropped: _Dropped) -> tuple[list[tuple[int, di
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            dropped.add("not a JSON object", number, error.msg)
+            dropped.add("a line that is not a JSON object", number, error.msg)
             continue
         if not isinstance(record, dict):
-            dropped.add("not a JSON object", number)
+            dropped.add("a line that is not a JSON object", number)
             continue
         records.append((number, record))
         columns.update(dict.fromkeys(record))
@@ -236,26 +236,26 @@ def _load_imagefolder(data_dir: Path, metadata: list[tuple[Path, str | None]]) -
                 dropped.add("no file_name", line)
                 continue
             if split is None:
-                dropped.add("unknown split (use train, validation or test)", line, split_value)
+                dropped.add("an unknown split (use train, validation or test)", line, split_value)
                 continue
             photo = path.parent / file_name
             name = photo.name
             if name in paths and paths[name] != photo:
-                dropped.add("another photo has this file name (features are kept by name: rename one)", line, name)
+                dropped.add("the file name of another photo (features are kept by name: rename one)", line, file_name)
                 continue
             if name not in paths:
                 try:
                     check_photo(photo)
                 except MediaError as error:
-                    dropped.add("the photo is missing or unreadable", line, f"{file_name}: {error}")
+                    dropped.add("a missing or unreadable photo", line, f"{file_name}: {error}")
                     continue
                 paths[name], splits[name] = photo, split
             elif splits[name] != split:
-                dropped.add(f"the photo is already in split {splits[name]}", line, file_name)
+                dropped.add("a split other than the one the photo's first row gives", line, file_name)
                 continue
             kept = [text for text in texts if text]
             if not kept:
-                dropped.add("empty caption", line, file_name)
+                dropped.add("an empty caption", line, file_name)
             captions[name] += kept
         dropped.warn()
     images = [CaptionedImage(paths[name], splits[name], tuple(texts)) for name, texts in captions.items() if texts]
@@ -268,7 +268,7 @@ def _load_imagefolder(data_dir: Path, metadata: list[tuple[Path, str | None]]) -
 
 def _hold_out_val(images: list[CaptionedImage]) -> list[CaptionedImage]:
     """``images`` with :data:`VAL_SHARE` of the training photos (at least one, never all) moved to ``val``:
-    those whose file names hash lowest, so a photo keeps its split as others are added."""
+    those whose file names hash lowest (the same photos on every run, whatever the rows' order)."""
     train = sorted((i for i in images if i.split == "train"), key=lambda i: hashlib.sha1(i.name.encode()).hexdigest())
     count = min(max(1, round(VAL_SHARE * len(train))), len(train) - 1)
     held = {image.name for image in train[:count]}
