@@ -4,12 +4,16 @@ one ``training.finetune`` command from the shipped checkpoint, and the result se
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from captioner import Captioner
+from captioner.captioner import default_checkpoint_path
+from captioner.checkpoint import CheckpointError, load_checkpoint
 from captioner.vocab import tokenize
 from training import finetune
 from training.datasets import load_corpus
@@ -53,3 +57,23 @@ def test_fine_tuning_the_shipped_checkpoint_on_own_photos_learns_a_new_word(tmp_
     assert len(named) >= len(dogs) // 2, captions  # the new word, for what the captions used it for
     assert not any("zorblax" in captions[name].split() for name in others), captions
     assert (tmp_path / "run" / "features").is_dir() and (tmp_path / "run" / "log.csv").is_file()
+
+
+def test_finetuning_keeps_the_checkpoints_shape_grows_its_vocabulary_and_selects_by_val_loss(tmp_path):
+    model = load_checkpoint(default_checkpoint_path()).config
+    config = finetune.train_config(
+        finetune.FinetuneConfig(data="photos", out=str(tmp_path / "run")), default_checkpoint_path(), model
+    )
+    assert (config.decoder, config.image_dropout, config.concept_slots) == ("concept_attention", 0.2, 3)
+    assert (config.embed_dim, config.hidden_dim, config.attention_dim) == (512, 512, 512)
+    assert config.grow_vocab and config.select_metric == "val_loss" and config.init == str(default_checkpoint_path())
+    assert config.features == str(tmp_path / "run" / "features")  # never the Flickr8k cache
+
+
+def test_a_checkpoint_with_a_tuned_encoder_is_refused_before_any_work(tmp_path):
+    checkpoint = load_checkpoint(default_checkpoint_path())
+    tuned = dataclasses.replace(checkpoint, encoder_weights={"head.weight": torch.zeros(1)}, encoder_tuned_stages=1)
+    path = tuned.save(tmp_path / "tuned.safetensors")
+    with pytest.raises(CheckpointError, match="fine-tuned its encoder's last stages"):
+        finetune.main(["--data", str(tmp_path / "nowhere"), "--init", str(path), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
