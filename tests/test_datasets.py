@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -108,3 +109,94 @@ def test_an_image_whose_captions_are_all_empty_is_named(tmp_path, mini_corpus):
     )
     with pytest.raises(ValueError, match=r"Images\.txt:1: \S+ is listed but all its captions are empty"):
         load_corpus(copy)
+
+
+def _photo_folder(folder, mini_corpus, count: int):
+    """``folder`` holding the first ``count`` photos of the mini corpus (links to them) and their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [image.name for image in load_corpus(mini_corpus)[:count]]
+    for name in names:
+        (folder / name).symlink_to(mini_corpus / "images" / name)
+    return names
+
+
+def test_an_imagefolder_csv_gives_each_photo_its_rows_captions_and_split(tmp_path, mini_corpus):
+    a, b, c = _photo_folder(tmp_path, mini_corpus, 3)
+    rows = [("file_name", "text", "split"), (a, "a dog", "train"), (b, "a cat, asleep", "validation")]
+    rows += [(a, "a dog on grass", "train"), (c, "a boat", "test")]
+    with open(tmp_path / "metadata.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    corpus = {image.name: image for image in load_corpus(tmp_path)}
+    assert corpus[a].captions == ("a dog", "a dog on grass") and corpus[a].split == "train"
+    assert corpus[b].captions == ("a cat, asleep",) and corpus[b].split == "val"  # Hugging Face's name for val
+    assert corpus[c].split == "test" and corpus[a].path == tmp_path / a
+
+
+def test_an_imagefolder_jsonl_in_split_folders_reads_caption_lists(tmp_path, mini_corpus):
+    a, b = _photo_folder(tmp_path / "train", mini_corpus, 2)
+    (tmp_path / "train" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": a, "caption": ["one", "two"]}) + "\n" + json.dumps({"file_name": b, "caption": "x"})
+    )
+    (c,) = _photo_folder(tmp_path / "validation", mini_corpus, 3)[2:]
+    (tmp_path / "validation" / "metadata.jsonl").write_text(json.dumps({"file_name": c, "caption": "y"}) + "\n")
+    corpus = {image.name: image for image in load_corpus(tmp_path)}
+    assert (corpus[a].captions, corpus[a].split) == (("one", "two"), "train")
+    assert (corpus[c].captions, corpus[c].split) == (("y",), "val")
+
+
+def test_without_a_validation_split_a_hashed_tenth_of_the_photos_is_held_out(tmp_path, mini_corpus):
+    names = _photo_folder(tmp_path, mini_corpus, 30)
+    lines = ["file_name,text", *(f"{name},a photo" for name in names)]
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    held = [image.name for image in load_corpus(tmp_path) if image.split == "val"]
+    assert len(held) == 3
+    (tmp_path / "metadata.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    assert [image.name for image in load_corpus(tmp_path) if image.split == "val"] == held  # not by row order
+    (tmp_path / "metadata.csv").write_text("\n".join(lines[:3]) + "\n")
+    assert sorted(image.split for image in load_corpus(tmp_path)) == ["train", "val"]  # at least one, never all
+
+
+def test_imagefolder_rows_it_cannot_use_are_dropped_with_their_lines(tmp_path, mini_corpus):
+    a, b = _photo_folder(tmp_path, mini_corpus, 2)
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    rows = [
+        ("file_name", "text", "split"),
+        (a, "a dog", "train"),
+        ("missing.jpg", "a ghost", "train"),  # line 3
+        (a, "  ", "train"),  # line 4
+        (b, "a cat", "validation"),
+        ("broken.jpg", "a photo", "train"),  # line 6
+        (b, "a cat again", "trian"),  # line 7
+    ]
+    with open(tmp_path / "metadata.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    with pytest.warns(UserWarning) as caught:
+        corpus = load_corpus(tmp_path)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert (
+        "metadata.csv: dropped 2 row(s) with a missing or unreadable photo (line 3 (missing.jpg: no such file)"
+        in messages
+    )
+    assert "6 (broken.jpg: " in messages
+    assert "metadata.csv: dropped 1 row(s) with an empty caption (line 4" in messages
+    assert (
+        "metadata.csv: dropped 1 row(s) with an unknown split (use train, validation or test) (line 7 (trian))"
+        in messages
+    )
+    assert {image.name: image.captions for image in corpus} == {a: ("a dog",), b: ("a cat",)}
+
+
+def test_imagefolder_without_its_columns_names_the_file(tmp_path, mini_corpus):
+    (a,) = _photo_folder(tmp_path, mini_corpus, 1)
+    (tmp_path / "metadata.csv").write_text(f"image,text\n{a},a dog\n")
+    with pytest.raises(ValueError, match=r"metadata\.csv: no file_name column \(found image, text\)"):
+        load_corpus(tmp_path)
+    (tmp_path / "metadata.csv").unlink()
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": a, "label": 3}) + "\n{broken\n")
+    with pytest.raises(ValueError, match=r"metadata\.jsonl: no caption column; name it 'text'"):
+        load_corpus(tmp_path)
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": a, "text": "a dog"}) + "\n{broken\n")
+    with pytest.warns(
+        UserWarning, match=r"metadata\.jsonl: dropped 1 row\(s\) with a line that is not a JSON object \(line 2"
+    ):
+        assert [image.captions for image in load_corpus(tmp_path)] == [("a dog",)]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from training_helpers import read_log, tiny_train_config
 
-from captioner.checkpoint import load_checkpoint
+from captioner.captioner import default_checkpoint_path
+from captioner.checkpoint import load_checkpoint, read_metadata
 from training.datasets import load_corpus
 from training.train import TrainConfig, train
 
@@ -125,3 +126,15 @@ def test_tune_decoding_stores_the_best_val_setting_as_the_default(tmp_path, mini
     photo = next((mini_corpus / "images").glob("*.jpg"))
     explicit = after.caption(photo, **{k: v for k, v in chosen.items()})
     assert after.caption(photo).caption == explicit.caption  # the stored choice is the default
+
+
+def test_the_default_command_trains_the_shipped_decoder_in_the_shipped_shape():
+    shipped = read_metadata(default_checkpoint_path())["config"]
+    defaults = TrainConfig(data="photos")
+    assert defaults.decoder == shipped["decoder"] == "concept_attention"
+    shape = ("embed_dim", "hidden_dim", "num_layers", "dropout", "image_dropout", "attention_dim", "tie_embeddings")
+    assert {name: getattr(defaults, name) for name in shape} == {name: shipped[name] for name in shape}
+    assert (defaults.concept_slots, defaults.concept_threshold) == (
+        shipped["concept_slots"],
+        shipped["concept_threshold"],
+    )

@@ -14,11 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_settings(mini_corpus: Path, run: Path, features: Path, **overrides) -> dict:
-    """A model small enough to train in seconds; ``overrides`` set any other TrainConfig field."""
+    """A model small enough to train in seconds (Show and Tell unless ``decoder`` overrides it);
+    ``overrides`` set any other TrainConfig field."""
     settings = dict(
         data=str(mini_corpus),
         run_dir=str(run),
         features=str(features),
+        decoder="show_and_tell",
         min_count=1,
         embed_dim=32,
         hidden_dim=48,

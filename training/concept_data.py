@@ -24,7 +24,6 @@ __all__ = [
     "concept_vocabulary",
     "prepare_concept_decoder",
     "slotted_caption_pairs",
-    "start_from",
 ]
 
 
@@ -66,45 +65,3 @@ def slotted_caption_pairs(
             tokens = slotted_tokens(tokenize(caption), slots, table)
             pairs.append((int(row), torch.tensor([vocab.start_id, *map(vocab.id_of, tokens), vocab.end_id])))
     return pairs
-
-
-def start_from(model: nn.Module, initial: nn.Module, vocab: Vocabulary, table: ConceptTable | None) -> list[str]:
-    """Copy ``initial``'s weights into ``model`` wherever names and shapes agree, and the rows of
-    its vocabulary where ``model``'s vocabulary extends it with slot tokens; the slot tokens'
-    own rows start as the mean row of the concept words that vocabulary holds (singular or
-    plural), so a copy token begins as "some noun". Returns the names left as initialised."""
-    own, theirs = model.state_dict(), initial.state_dict()
-    old_vocab = initial.config.vocab_size
-    fresh = []
-    with torch.no_grad():
-        for name, tensor in own.items():
-            source = theirs.get(name)
-            if source is not None and source.shape == tensor.shape:
-                tensor.copy_(source)
-            elif (
-                source is not None
-                and tensor.dim() >= 1
-                and tensor.shape[1:] == source.shape[1:]
-                and (tensor.shape[0] > source.shape[0] == old_vocab)
-            ):
-                tensor[:old_vocab] = source
-                _slot_rows(tensor, source, vocab, old_vocab, table)
-            else:
-                fresh.append(name)
-    return fresh
-
-
-def _slot_rows(tensor: torch.Tensor, source: torch.Tensor, vocab: Vocabulary, old_vocab: int, table) -> None:
-    """Rows past ``old_vocab`` (the slot tokens: singular ones, then plural ones) as the mean of the
-    concept words' rows."""
-    slots = (tensor.shape[0] - old_vocab) // 2
-    singular = {w for w in table.words} if table is not None else set()
-    plural = set(table.plurals) if table is not None else set()
-    for rows, words in (
-        (range(old_vocab, old_vocab + slots), singular),
-        (range(old_vocab + slots, tensor.shape[0]), plural),
-    ):
-        ids = [i for i, token in enumerate(vocab.tokens[:old_vocab]) if token in words]
-        mean = source[ids].mean(dim=0) if ids else source[4:].mean(dim=0)
-        for row in rows:
-            tensor[row] = mean

@@ -2,6 +2,9 @@
 
     python -m training.train --data ../shared/flickr8k --run-dir runs/lite0
 
+With no other option it trains the decoder the shipped checkpoint uses (``concept_attention``)
+by cross-entropy with the settings of the shipped recipe's first stage (docs/training.md).
+
 Builds the vocabulary from the train split, extracts (or reuses) features, trains with
 Adam, gradient clipping and an LR schedule, checks greedy BLEU-4/CIDEr on ``val`` every
 epoch, keeps the best model as ``best.safetensors`` and stops early. Every epoch writes
@@ -38,7 +41,6 @@ from training.concept_data import (
     concept_vocabulary,
     prepare_concept_decoder,
     slotted_caption_pairs,
-    start_from,
 )
 from training.config_cli import config_parser
 from training.datasets import CaptionedImage, load_corpus
@@ -47,6 +49,7 @@ from training.extract_features import cache_dir_for
 from training.feature_cache import extract_features
 from training.metrics import score_captions
 from training.progress import format_row, restore_progress, save_progress, write_log
+from training.vocab_growth import grow_vocabulary, rows_from_context, start_from
 
 __all__ = ["TrainConfig", "main", "train"]
 
@@ -65,29 +68,32 @@ class TrainConfig:
     hidden_dim: int = 512
     num_layers: int = 1
     dropout: float = 0.5
-    image_dropout: float = 0.5
-    epochs: int = field(default=30, metadata={"help": "0 with --init: convert that checkpoint to --decoder, untrained"})
+    image_dropout: float = 0.2
+    epochs: int = field(default=8, metadata={"help": "0 with --init: convert that checkpoint to --decoder, untrained"})
     batch_size: int = 128
     lr: float = 1e-3
-    lr_decay: float = 0.8
+    lr_decay: float = 0.85
     weight_decay: float = 0.0
     clip: float = 5.0
     label_smoothing: float = 0.0
     max_length: int = 20
-    patience: int = 5
-    select_metric: str = "BLEU-4"
+    patience: int = 3
+    select_metric: str = field(default="BLEU-4", metadata={"help": "BLEU-4, CIDEr (val greedy) or val_loss"})
     seed: int = 0
     threads: int = 0
     resume: bool = False
     max_train_images: int = 0
     bucket_window: int = 0
     device: str | None = None
-    decoder: str = field(default="show_and_tell", metadata={"help": f"one of {', '.join(decoder_names())}"})
+    decoder: str = field(default="concept_attention", metadata={"help": f"one of {', '.join(decoder_names())}"})
     attention_dim: int = 512
     attention_reg: float = 1.0
     tie_embeddings: bool = False
     init: str | None = field(
         default=None, metadata={"help": "start from this checkpoint's weights and vocabulary (slot tokens are added)"}
+    )
+    grow_vocab: bool = field(
+        default=False, metadata={"help": "with --init: add the train captions' new words seen --min-count times"}
     )
     exclude_words: str = field(
         default="", metadata={"help": "leave out training images whose captions mention any of these words"}
@@ -194,11 +200,17 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         _log(job, f"--exclude-words: {len(train_images) - len(kept)} training images left out")
         train_images = kept
     initial = load_checkpoint(config.init) if config.init else None
+    train_captions = [c for image in train_images for c in image.captions]
     vocab = (
         base_vocabulary(initial.vocab)
         if initial is not None
-        else Vocabulary.build((c for image in train_images for c in image.captions), min_count=config.min_count)
+        else Vocabulary.build(train_captions, min_count=config.min_count)
     )
+    new_words: list[str] = []
+    if initial is not None and config.grow_vocab:
+        grown = grow_vocabulary(vocab, train_captions, min_count=config.min_count)
+        new_words, vocab = grown.tokens[len(vocab) :], grown
+        _log(job, f"new words: {' '.join(new_words) or 'none'}")
     table = ConceptTable.load() if decoder.reads_concepts else None
     if table is not None:
         vocab = concept_vocabulary(vocab, config.concept_slots)
@@ -231,7 +243,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     if table is not None:
         prepare_concept_decoder(model, table, encoder)
     if initial is not None:
-        fresh = start_from(model, initial.model, vocab, table)
+        fresh = start_from(model, initial.model, initial.vocab, vocab, table)
         _log(job, f"started from {config.init}; new: {', '.join(fresh) or 'nothing'}")
     train_rows = cache.rows([image.name for image in train_images])
     if table is not None:  # captions name the image's concepts through its slots' copy tokens
@@ -242,10 +254,14 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     else:
         pairs = caption_pairs(train_images, train_rows, vocab)
         val_pairs = caption_pairs(val_images, np.arange(len(val_images)), vocab)
+    if new_words:  # each starts as what the model expected where the captions use it
+        for token, heaviest in rows_from_context(model, pooled, pairs, list(map(vocab.id_of, new_words))).items():
+            mix = ", ".join(f"{vocab.tokens[i]} {weight:.2f}" for i, weight in heaviest)
+            _log(job, f"{vocab.tokens[token]} starts as {mix}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     history: list[dict] = []
-    start_epoch, best_score, stale = 0, -1.0, 0
+    start_epoch, best_score, stale = 0, float("-inf"), 0
     resume_path, best_path = run_dir / "last.pt", run_dir / "best.safetensors"
 
     if config.resume and resume_path.is_file():
@@ -282,9 +298,14 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             metrics={"val_greedy": scores},
             concepts=table,
         )
+    n_batches = -(-len(pairs) // config.batch_size)
+    progress = tqdm(  # the whole run's batches: its ETA is the run's (less any early stop)
+        total=n_batches * max(0, config.epochs - start_epoch), unit="batch", disable=not job.is_main
+    )
     for epoch in range(start_epoch, config.epochs):
         if stale >= config.patience:
             break
+        progress.set_description(f"epoch {epoch + 1}/{config.epochs}")
         started = time.perf_counter()
         model.train()
         total, count = 0.0, 0
@@ -297,10 +318,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             world_size=job.world_size,
             bucket_window=config.bucket_window,
         )
-        n_batches = -(-len(pairs) // config.batch_size)
-        for rows, captions in tqdm(
-            batches, total=n_batches, desc=f"epoch {epoch + 1}", leave=False, disable=not job.is_main
-        ):
+        for rows, captions in batches:
             rows, captions = rows.to(job.device), captions.to(job.device)
             with autocast:
                 loss = _loss(trainer, pooled[rows], captions, config)
@@ -309,6 +327,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             total, count = total + loss.item() * len(rows), count + len(rows)
+            progress.update()
         scheduler.step()
         if job.is_main:
             scores = validate(model, val_features, val_images, vocab, max_length=config.max_length, table=table)
@@ -321,7 +340,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
                 **{f"val_{k}": v for k, v in scores.items()},
             }
             history.append(row)
-            score = scores[config.select_metric]
+            score = -row["val_loss"] if config.select_metric == "val_loss" else scores[config.select_metric]
             stale = 0 if score > best_score else stale + 1
             if stale == 0:
                 best_score = score
@@ -357,6 +376,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             )
         stale = _broadcast_int(job, stale)  # every rank stops early together
         job.barrier()
+    progress.close()
     return best_path
 
 
@@ -397,7 +417,7 @@ def _broadcast_int(job: Distributed, value: int) -> int:
 
 def _log(job: Distributed, message: str) -> None:
     if job.is_main:
-        print(message, flush=True)
+        tqdm.write(message)  # above the progress bar
 
 
 def main(argv: list[str] | None = None) -> None:
