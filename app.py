@@ -12,6 +12,8 @@ import base64
 import os
 import sys
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The app runs on the CPU and compiles no GPU kernels, yet torchvision's import reaches
@@ -24,11 +26,13 @@ if not os.environ.get("CAPTIONER_ALLOW_TRITON"):
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
 from captioner.malloc import bound_heap_growth  # noqa: E402
 from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
+from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K  # noqa: E402
 from captioner.presentation import (  # noqa: E402
     attention_overlays,
     concept_summary,
@@ -83,6 +87,19 @@ def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -
     }
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A session's last result and what it was made from: the chained events and the word
+    chart read it instead of running the model again."""
+
+    source: str  # the photo's or clip's file (Gradio names an upload by its content)
+    options: dict
+    result: CaptionResult
+
+    def matches(self, source: str | None, options: dict) -> bool:
+        return source == self.source and options == self.options
+
+
 def _own_copy(picture: Image.Image) -> Image.Image:
     """The picture tagged with a fresh EXIF ImageUniqueID. Gradio caches an output picture under
     the hash of its bytes and writes that file non-atomically, so two concurrent requests with
@@ -98,14 +115,17 @@ def _word_choices(result: CaptionResult) -> list[tuple[str, int]]:
     return [(f"{n + 1}. {step.word}", n) for n, step in enumerate(result.steps)]
 
 
-def _outputs(result: CaptionResult) -> tuple:
+def _timeline(result: VideoCaptionResult) -> list[tuple[Image.Image, str]]:
+    return [(_own_copy(s.thumbnail), f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments]
+
+
+def _details(result: CaptionResult) -> tuple:
+    """What the app shows besides the caption: coloured words, step table, chart, word picker, concepts."""
     return (
-        result.caption,
         highlighted_words(result),
         steps_table(result),
         step_chart(result, 0),
         gr.Dropdown(choices=_word_choices(result), value=0 if result.steps else None),
-        result,
         concept_summary(result),
     )
 
@@ -113,71 +133,107 @@ def _outputs(result: CaptionResult) -> tuple:
 def build_demo(captioner: Captioner) -> gr.Blocks:
     """The Blocks app around a loaded captioner (loaded once, shared by all requests)."""
     register_image_plugins()  # Gradio opens uploaded photos with Pillow before we see them: HEIC too
-    # the checkpoint's own default decoding (chosen on val) is the app's default
+    # the checkpoint's own default decoding (chosen on val) is the app's default, as the library's and the CLI's
     stored_beam = captioner.default_decoding["beam_size"]
     default_decoding, default_beam = (BEAM, stored_beam) if stored_beam > 1 else (GREEDY, 3)
+
+    def photo_result(image: str | None, options: dict) -> CaptionResult:
+        if image is None:
+            raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
+        try:
+            return captioner.caption(image, **options)
+        except MediaError as error:
+            raise gr.Error(f"Could not read this image: {error}.") from error
+
+    def clip_result(video: str | None, options: dict) -> VideoCaptionResult:
+        if video is None:
+            raise gr.Error("Add a video clip first.")
+        try:
+            return captioner.caption_video(
+                video, num_frames=2 * VIDEO_SEGMENTS, segments=VIDEO_SEGMENTS, max_frames=MAX_VIDEO_FRAMES, **options
+            )
+        except MediaError as error:
+            raise gr.Error(f"Could not read this video: {error}.") from error
+
+    def photo_caption(image: str | None, *settings: Any) -> tuple[str, Shown]:
+        """A click's first answer: the caption alone (so that it shows at once) and the session's result."""
+        options = _options(*settings)
+        result = photo_result(image, options)
+        return result.caption, Shown(image, options, result)
+
+    def clip_caption(video: str | None, *settings: Any) -> tuple[str, Shown]:
+        options = _options(*settings)
+        result = clip_result(video, options)
+        return result.caption, Shown(video, options, result)
+
+    def photo_details(shown: Shown) -> tuple:
+        return _details(shown.result)
+
+    def clip_details(shown: Shown) -> tuple:
+        """The clip's details and its timeline of segment captions, shown (it is hidden until then)."""
+        return *_details(shown.result), gr.update(value=_timeline(shown.result), visible=True)
 
     def caption_image(
         image: str | None,
         decoding: str = default_decoding,
         beam_size: float = default_beam,
-        top_k: float = 5,
-        max_length: float = 20,
+        top_k: float = DEFAULT_TOP_K,
+        max_length: float = DEFAULT_MAX_LENGTH,
     ) -> tuple:
-        if image is None:
-            raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
-        try:
-            result = captioner.caption(image, **_options(decoding, beam_size, top_k, max_length))
-        except MediaError as error:
-            raise gr.Error(f"Could not read this image: {error}.") from error
-        return _outputs(result)
+        """The API's /caption: the caption and everything shown with it, in one answer."""
+        caption, shown = photo_caption(image, decoding, beam_size, top_k, max_length)
+        return caption, *_details(shown.result), shown
 
     def caption_video(
         video: str | None,
         decoding: str = default_decoding,
         beam_size: float = default_beam,
-        top_k: float = 5,
-        max_length: float = 20,
+        top_k: float = DEFAULT_TOP_K,
+        max_length: float = DEFAULT_MAX_LENGTH,
     ) -> tuple:
-        if video is None:
-            raise gr.Error("Add a video clip first.")
-        try:
-            result = captioner.caption_video(
-                video,
-                num_frames=2 * VIDEO_SEGMENTS,
-                segments=VIDEO_SEGMENTS,
-                max_frames=MAX_VIDEO_FRAMES,
-                **_options(decoding, beam_size, top_k, max_length),
-            )
-        except MediaError as error:
-            raise gr.Error(f"Could not read this video: {error}.") from error
-        timeline = [
-            (_own_copy(s.thumbnail), f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments
-        ]
-        return (*_outputs(result), timeline)
+        """The API's /caption_video: as /caption, and the timeline of segment captions."""
+        caption, shown = clip_caption(video, decoding, beam_size, top_k, max_length)
+        return caption, *_details(shown.result), shown, _timeline(shown.result)
 
-    def image_attention(image: str | None, result: CaptionResult | None) -> list:
-        """Per-word heatmaps over the photo (drawn after the caption is shown)."""
-        if image is None or result is None:
-            return []
+    def image_attention(
+        image: str | None,
+        decoding: str = default_decoding,
+        beam_size: float = default_beam,
+        top_k: float = DEFAULT_TOP_K,
+        max_length: float = DEFAULT_MAX_LENGTH,
+        shown: Shown | None = None,
+    ) -> list:
+        """Per-word heatmaps over the photo for its caption with these settings (the session's
+        result when it is that one, as after a click; otherwise captioned here)."""
+        options = _options(decoding, beam_size, top_k, max_length)
+        result = shown.result if shown and shown.matches(image, options) else photo_result(image, options)
         try:
             picture = load_image(image, min_size=OVERLAY_SIZE)
-            overlays = attention_overlays(picture, result, size=OVERLAY_SIZE)
-            return [(_own_copy(overlay), label) for overlay, label in overlays]
-        except MediaError:
-            return []
+        except MediaError as error:
+            raise gr.Error(f"Could not read this image: {error}.") from error
+        overlays = attention_overlays(picture, result, size=OVERLAY_SIZE)
+        return [(_own_copy(overlay), label) for overlay, label in overlays]
 
-    def video_attention(result: CaptionResult | None) -> list:
+    def video_attention(
+        video: str | None,
+        decoding: str = default_decoding,
+        beam_size: float = default_beam,
+        top_k: float = DEFAULT_TOP_K,
+        max_length: float = DEFAULT_MAX_LENGTH,
+        shown: Shown | None = None,
+    ) -> list:
         """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
+        options = _options(decoding, beam_size, top_k, max_length)
+        result = shown.result if shown and shown.matches(video, options) else clip_result(video, options)
         if not isinstance(result, VideoCaptionResult) or not result.segments:
             return []
         middle = result.segments[len(result.segments) // 2].thumbnail
         return [(_own_copy(picture), label) for picture, label in attention_overlays(middle, result)]
 
-    def show_step(result: CaptionResult | None, index: int | None):
-        if result is None or index is None:
+    def show_step(shown: Shown | None, index: int | None) -> pd.DataFrame | None:
+        if shown is None or index is None:
             return None
-        return step_chart(result, int(index))
+        return step_chart(shown.result, int(index))
 
     encoder_name = captioner.checkpoint.encoder.name.replace("efficientnet_lite", "EfficientNet-Lite")
     decoder_name = "soft-attention LSTM decoder" if captioner.has_attention else "LSTM decoder"
@@ -198,17 +254,25 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                             label="Photo",
                             elem_id="photo",
                         )
-                        photo_button = gr.Button("Caption photo", variant="primary")
+                        photo_button = gr.Button("Caption photo", variant="primary", elem_id="caption_photo")
                         gr.Examples(sorted(str(p) for p in DEMO_DIR.glob("*.jpg")), inputs=photo)
                     with gr.Tab("Video"):
                         video = gr.Video(sources=["upload"], label="Clip", elem_id="video")
                         video_button = gr.Button("Caption clip", variant="primary")
                         gr.Examples(sorted(str(p) for p in DEMO_DIR.glob("*.mp4")), inputs=video)
+                        timeline = gr.Gallery(  # shown once a clip is captioned
+                            label="Clip timeline (segment captions)",
+                            columns=2,
+                            height="auto",
+                            visible=False,
+                            elem_id="timeline",
+                            format="jpeg",
+                        )
                 with gr.Accordion("Decoding", open=True):
                     decoding = gr.Radio([GREEDY, BEAM], value=default_decoding, label="Decoding")
                     beam_size = gr.Slider(2, 8, value=default_beam, step=1, label="Beam size (beam search)")
-                    top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k words shown per step")
-                    max_length = gr.Slider(5, 30, value=20, step=1, label="Maximum words")
+                    top_k = gr.Slider(1, 10, value=DEFAULT_TOP_K, step=1, label="Top-k words shown per step")
+                    max_length = gr.Slider(5, 30, value=DEFAULT_MAX_LENGTH, step=1, label="Maximum words")
             with gr.Column(scale=1):
                 caption = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
                 concepts = gr.Markdown(elem_id="concepts")  # the ImageNet concepts behind the caption
@@ -234,22 +298,38 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                         "LSTM once, Show-and-Tell style), so there is no per-word map to show."
                     )
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
-        timeline = gr.Gallery(
-            label="Clip timeline (segment captions)", columns=4, height="auto", elem_id="timeline", format="jpeg"
-        )
-        result_state = gr.State(time_to_live=3600)  # per-session result (for the word chart), freed after an hour
+        last = gr.State(time_to_live=3600)  # the session's last result (a Shown), freed after an hour
 
         settings = [decoding, beam_size, top_k, max_length]
-        outputs = [caption, coloured, table, chart, word, result_state, concepts]
-        # The caption comes back first; the heatmaps (an image per word) are drawn by a chained event.
-        photo_event = photo_button.click(caption_image, [photo, *settings], outputs, api_name="caption")
-        video_event = video_button.click(
-            caption_video, [video, *settings], [*outputs, timeline], api_name="caption_video"
+        details = [coloured, table, chart, word, concepts]
+        # The API's endpoints answer everything at once (no trigger: API only). A click answers
+        # the caption alone, which the browser shows at once; the details follow from the
+        # session's result in a chained event, then the heatmaps (an image per word). A click and
+        # an API call of the same kind share one concurrency limit (the queue's default, 2).
+        gr.on(
+            [], caption_image, [photo, *settings], [caption, *details, last], api_name="caption", concurrency_id="photo"
         )
+        gr.on(
+            [],
+            caption_video,
+            [video, *settings],
+            [caption, *details, last, timeline],
+            api_name="caption_video",
+            concurrency_id="clip",
+        )
+        ui = {"api_visibility": "private"}  # what the page runs, in steps; the API has the endpoints above
+        photo_shown = photo_button.click(
+            photo_caption, [photo, *settings], [caption, last], api_name="photo", concurrency_id="photo", **ui
+        )
+        photo_shown = photo_shown.success(photo_details, last, details, api_name="photo_details", **ui)
+        clip_shown = video_button.click(
+            clip_caption, [video, *settings], [caption, last], api_name="clip", concurrency_id="clip", **ui
+        )
+        clip_shown = clip_shown.success(clip_details, last, [*details, timeline], api_name="clip_details", **ui)
         if captioner.has_attention:
-            photo_event.success(image_attention, [photo, result_state], attention, api_name="attention")
-            video_event.success(video_attention, result_state, attention, api_name="video_attention")
-        word.change(show_step, [result_state, word], chart, api_name="step_chart")
+            photo_shown.success(image_attention, [photo, *settings, last], attention, api_name="attention")
+            clip_shown.success(video_attention, [video, *settings, last], attention, api_name="video_attention")
+        word.input(show_step, [last, word], chart, api_name="step_chart", **ui)
     return demo
 
 

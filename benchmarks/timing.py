@@ -42,10 +42,12 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, repeats: int = 30) -> 
 
 
 def measure_interleaved(
-    fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 30
+    fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 30, self_timed: bool = False
 ) -> dict[str, Timing]:
     """Time several functions in alternation: each round calls every one once, in an order
-    shuffled round by round (seeded, so a run is repeatable).
+    shuffled round by round (seeded, so a run is repeatable). With ``self_timed`` each function
+    returns its own duration in milliseconds (measured where the work happens, such as inside
+    a browser page, around only the part to time), and that is recorded instead of the call's.
 
     On a shared machine the load drifts over seconds; timing A's calls and then B's puts
     them in different conditions, while alternating them gives both the same, so their
@@ -64,8 +66,8 @@ def measure_interleaved(
         for name in names:
             fn = fns[name]
             start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1000)
+            result = fn()
+            samples[name].append(float(result) if self_timed else (time.perf_counter() - start) * 1000)
     return {name: _summary(times) for name, times in samples.items()}
 
 

@@ -21,7 +21,7 @@ from captioner.concepts import Concept, ConceptReader, ImageConceptWords
 from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
-from captioner.options import check_decoding_options, check_frame_count
+from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, check_decoding_options, check_frame_count
 from captioner.vocab import END
 
 __all__ = [
@@ -218,8 +218,8 @@ class Captioner:
         features: torch.Tensor,
         *,
         beam_size: int | None = None,
-        max_length: int = 20,
-        top_k: int = 5,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        top_k: int = DEFAULT_TOP_K,
         length_penalty: float | None = None,
         no_repeat_ngram: int | None = None,
         temperature: float | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from captioner.captioner import Captioner
 from captioner.checkpoint import CheckpointError
 from captioner.media import MediaError, is_video_path, media_files
-from captioner.options import check_decoding_options, check_frame_count
+from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, check_decoding_options, check_frame_count
 from captioner.precision import DECODER_PRECISIONS
 
 __all__ = ["main"]
@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("--checkpoint", help="checkpoint file (default: the shipped one)")
     caption.add_argument("--beam", type=int, help="beam size, 1 = greedy (default: the checkpoint's choice)")
-    caption.add_argument("--top-k", type=int, default=5, help="alternatives recorded per word")
-    caption.add_argument("--max-length", type=int, default=20, help="maximum words")
+    caption.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="alternatives recorded per word")
+    caption.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="maximum words")
     caption.add_argument("--length-penalty", type=float, help="beam length normalisation exponent")
     caption.add_argument(
         "--no-repeat-ngram", type=int, help="beam search: never repeat an n-gram of this size (0 = off)"

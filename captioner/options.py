@@ -11,7 +11,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["MAX_BEAM", "MAX_FRAMES", "MAX_LENGTH", "TEMPERATURES", "check_decoding_options", "check_frame_count"]
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_TOP_K",
+    "MAX_BEAM",
+    "MAX_FRAMES",
+    "MAX_LENGTH",
+    "TEMPERATURES",
+    "check_decoding_options",
+    "check_frame_count",
+]
+
+# Defaults that Captioner, the CLI and the app share (the beam size and temperature come from
+# the checkpoint: Captioner.default_decoding), so a photo gets the same caption from all three.
+DEFAULT_TOP_K = 5  # alternatives recorded per word
+DEFAULT_MAX_LENGTH = 20  # words per caption
 
 MAX_BEAM = 64  # beams kept per step
 MAX_LENGTH = 100  # words per caption
@@ -23,8 +37,8 @@ _SEEDS = (0, 2**64 - 1)  # what torch's generators take
 def check_decoding_options(
     *,
     beam_size: Any = None,
-    top_k: Any = 5,
-    max_length: Any = 20,
+    top_k: Any = DEFAULT_TOP_K,
+    max_length: Any = DEFAULT_MAX_LENGTH,
     length_penalty: Any = None,
     no_repeat_ngram: Any = None,
     temperature: Any = None,

@@ -12,6 +12,9 @@ from media_helpers import mentions_dog, write_clip
 from PIL import Image
 
 from benchmarks.app_load import loopback_client
+from captioner.cli import main as cli_main
+
+DEMO = Path(__file__).resolve().parent.parent / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +58,77 @@ def test_a_client_sharing_one_ssl_context_gets_the_same_answer(client, dog_photo
     )
 
 
-def test_attention_heatmaps_follow_the_caption(client, dog_photo):
-    """/caption answers first; the chained /attention draws one heatmap per word of that caption."""
-    caption, *_ = client.predict(handle_file(str(dog_photo)), "beam search", 3, api_name="/caption")
-    heatmaps = client.predict(handle_file(str(dog_photo)), api_name="/attention")
-    assert [item["caption"].split()[0] for item in heatmaps] == caption.split()
+def _event(api_name: str):
+    """The app's event of that API name (the app is imported by the ``client`` fixture)."""
+    import app
+
+    return next(event for event in app.demo.fns.values() if event.api_name == api_name)
+
+
+def _heatmap_words(heatmaps: list[dict]) -> list[str]:
+    return [item["caption"].split()[0] for item in heatmaps]
+
+
+def test_attention_heatmaps_are_those_of_the_photo_asked_for(client, dog_photo):
+    """/attention takes the photo and settings and draws one heatmap per word of their caption,
+    from a client that never called /caption as from one whose last caption was another photo's."""
+    fresh = Client(client.src, verbose=False)
+    caption, *_ = fresh.predict(handle_file(str(dog_photo)), "beam search", 3, api_name="/caption")
+    assert (
+        _heatmap_words(
+            Client(client.src, verbose=False).predict(
+                handle_file(str(dog_photo)), "beam search", 3, api_name="/attention"
+            )
+        )
+        == caption.split()
+    )
+    fresh.predict(handle_file(str(DEMO / "chelsea.jpg")), api_name="/caption")
+    greedy, *_ = fresh.predict(handle_file(str(dog_photo)), api_name="/caption")
+    fresh.predict(handle_file(str(DEMO / "chelsea.jpg")), api_name="/caption")  # the session's last result
+    assert _heatmap_words(fresh.predict(handle_file(str(dog_photo)), api_name="/attention")) == greedy.split()
+
+
+def test_a_click_answers_the_caption_alone_and_the_details_follow(client, dog_photo):
+    """A click's event answers the caption (which the browser then shows at once) and the session's
+    result; chained on its success, the details are built from that result, as the API's /caption
+    gives them in one answer; then the heatmaps."""
+    click, details, heatmaps = _event("photo"), _event("photo_details"), _event("attention")
+    assert [block.elem_id for block in click.outputs] == ["caption", None]  # the caption and the state
+    assert details.trigger_after == click._id and details.trigger_only_on_success
+    assert heatmaps.trigger_after == details._id and heatmaps.trigger_only_on_success
+    caption, shown = click.fn(str(dog_photo), "greedy", 3, 5, 20)
+    words, table, *_ = details.fn(shown)
+    api_caption, api_words, api_table, *_ = _event("caption").fn(str(dog_photo))
+    assert caption == api_caption and mentions_dog(caption)
+    assert words == api_words and table.equals(api_table)
+
+
+def test_the_clip_timeline_shows_only_for_clips(client, dog_photo, tmp_path):
+    """Hidden until a clip is captioned (no empty box beside a photo), then shown with its segments."""
+    import app
+
+    (timeline,) = [c for c in app.demo.config["components"] if c["props"].get("elem_id") == "timeline"]
+    assert timeline["props"]["visible"] is False
+    for name in ("photo", "photo_details", "caption"):
+        assert "timeline" not in {block.elem_id for block in _event(name).outputs}
+    _, shown = _event("clip").fn(str(write_clip(tmp_path / "dog.mp4", dog_photo)), "greedy", 3, 5, 20)
+    *_, update = _event("clip_details").fn(shown)
+    assert update["visible"] is True and len(update["value"]) == 4
+
+
+def test_the_app_the_cli_and_the_library_give_one_caption_by_default(client, shipped, capsys):
+    """Greedy, the checkpoint's decoding, is everyone's default: the same photo, the same words;
+    and under greedy each chosen word is the top of its row in the step table."""
+    photo = DEMO / "flickr8k_dogs.jpg"
+    assert shipped.default_decoding["beam_size"] == 1
+    library = shipped.caption(photo).caption
+    assert cli_main(["caption", str(photo)]) == 0
+    cli = capsys.readouterr().out.rstrip("\n").split("\t")[1]
+    caption, _, table, *_ = client.predict(handle_file(str(photo)), api_name="/caption")
+    assert caption == cli == library
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/caption"]["parameters"]
+    assert next(p for p in parameters if p["parameter_name"] == "decoding")["parameter_default"] == "greedy"
+    assert all(row[3].split()[0] == row[1].removesuffix(" ◆") for row in table["data"])
 
 
 def test_caption_with_beam_search_and_top_k(client, dog_photo):
