@@ -96,11 +96,26 @@ def test_a_click_answers_the_caption_alone_and_the_details_follow(client, dog_ph
     assert [block.elem_id for block in click.outputs] == ["caption", None]  # the caption and the state
     assert details.trigger_after == click._id and details.trigger_only_on_success
     assert heatmaps.trigger_after == details._id and heatmaps.trigger_only_on_success
-    caption, shown = click.fn(str(dog_photo), "greedy", 3, 5, 20)
+    caption, shown = click.fn(str(dog_photo), None, "greedy", 3, 5, 20)
     words, table, *_ = details.fn(shown)
     api_caption, api_words, api_table, *_ = _event("caption").fn(str(dog_photo))
     assert caption == api_caption and mentions_dog(caption)
     assert words == api_words and table.equals(api_table)
+
+
+def test_a_photo_is_captioned_as_it_arrives_and_the_click_shows_that_caption(client, dog_photo):
+    """The photo's change event captions it with the current settings; a click with those settings
+    shows that result, and one with other settings captions again."""
+    arrived, click = _event("photo_arrived"), _event("photo")
+    assert arrived.show_progress == "hidden"
+    ready = arrived.fn(str(dog_photo), "greedy", 3, 5, 20)
+    assert ready is not None and mentions_dog(ready.result.caption)
+    caption, shown = click.fn(str(dog_photo), ready, "greedy", 3, 5, 20)
+    assert shown is ready and caption == ready.result.caption
+    _, other = click.fn(str(dog_photo), ready, "beam search", 3, 5, 20)
+    assert other is not ready and other.options["beam_size"] == 3
+    assert arrived.fn(None, "greedy", 3, 5, 20) is None
+    assert arrived.fn(str(dog_photo.with_name("missing.jpg")), "greedy", 3, 5, 20) is None
 
 
 def test_the_clip_timeline_shows_only_for_clips(client, dog_photo, tmp_path):
