@@ -27,7 +27,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
-from captioner.malloc import bound_heap_growth  # noqa: E402
+from captioner.malloc import bound_heap_growth, release_free_memory  # noqa: E402
 from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
 from captioner.presentation import (  # noqa: E402
     attention_overlays,
@@ -151,6 +151,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             )
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
+        finally:
+            release_free_memory()  # the clip's decoded frames were freed: give their pages back
         timeline = [
             (_own_copy(s.thumbnail), f"{s.start:.1f}-{s.end:.1f} s: {s.result.caption}") for s in result.segments
         ]
