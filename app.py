@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
-from captioner.malloc import bound_heap_growth  # noqa: E402
+from captioner.malloc import bound_heap_growth, release_free_memory  # noqa: E402
 from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
 from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K  # noqa: E402
 from captioner.presentation import (  # noqa: E402
@@ -154,6 +154,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             )
         except MediaError as error:
             raise gr.Error(f"Could not read this video: {error}.") from error
+        finally:
+            release_free_memory()  # the clip's decoded frames were freed: give their pages back
 
     def photo_caption(image: str | None, ready: Shown | None, *settings: Any) -> tuple[str, Shown]:
         """A click's first answer: the caption alone (so that it shows at once) and the session's

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ["KEPT_FRAME_PIXELS", "SEEK_AHEAD_SECONDS", "VideoFrame", "read_video_frames"]
 
-# Video frames above this are scaled down as they are converted to RGB (4K UHD): the encoder
-# sees a few hundred pixels a side, and eight 8K frames would otherwise hold 800 MB.
-KEPT_FRAME_PIXELS = 3840 * 2160
+# Video frames above this are scaled down as they are converted to RGB (full HD): the encoder
+# sees a few hundred pixels a side and timelines 320, and Pillow holds 4 bytes a pixel, so
+# eight 4K frames would hold 265 MB a request, sixty-four (the most a clip gives) 2.1 GB.
+KEPT_FRAME_PIXELS = 1920 * 1080
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def read_video_frames(
     Frames have the photos' pixel budget, :data:`MAX_PIXELS`: checked on the stream's declared
     size before anything is decoded, and on each decoded frame. Frames over
     :data:`KEPT_FRAME_PIXELS` are scaled down as they are converted, so a request holds at
-    most ``num_frames`` 4K pictures.
+    most ``num_frames`` full-HD pictures.
 
     ``seek``: skip gaps of more than :data:`SEEK_AHEAD_SECONDS` between sampled frames by
     seeking to the keyframe before the next one (the same frames, see
