@@ -360,8 +360,11 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
 
 
 bound_heap_growth()  # a public demo runs for weeks: keep its memory flat (see captioner/malloc.py)
-demo = build_demo(Captioner.load(os.environ.get("CAPTIONER_CHECKPOINT") or None))
+captioner = Captioner.load(os.environ.get("CAPTIONER_CHECKPOINT") or None, trace_encoder=False)
+demo = build_demo(captioner)
 demo.queue(default_concurrency_limit=2, max_size=64)
 
 if __name__ == "__main__":
-    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, theme=THEME)
+    demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, theme=THEME, prevent_thread_lock=True)
+    captioner.trace_encoder()  # once the app answers: the same captions, less time per image
+    demo.block_thread()

@@ -115,9 +115,7 @@ class Captioner:
         build (False: its TorchScript ones; see :mod:`captioner.decoders.soft_attention.native`).
         ``encode_chunk_size``: images per encoder forward in :meth:`encode` (None: a few on the
         CPU, all on an accelerator; see :func:`~captioner.encoders.default_chunk_size`).
-        ``trace_encoder``: trace the encoder (:meth:`ImageEncoder.trace_for_inference`: the same
-        maps with less overhead per image, for a process that captions many; tracing and the
-        trace's first calls cost about as much as a few hundred images save)."""
+        ``trace_encoder``: trace the encoder now (see :meth:`trace_encoder`; False: later or never)."""
         if encode_chunk_size is not None and encode_chunk_size < 1:
             raise ValueError(f"encode_chunk_size must be at least 1, not {encode_chunk_size}")
         checkpoint.check_compatible(encoder=encoder.spec)
@@ -131,7 +129,7 @@ class Captioner:
         self.vocab = checkpoint.vocab
         self.encoder = encoder.to(memory_format=torch.channels_last)
         if trace_encoder:
-            self.encoder.trace_for_inference()
+            self.trace_encoder()
         # images per forward in encode (None: the whole batch)
         self.encode_chunk_size = encode_chunk_size or default_chunk_size(self.device)
         self.preprocess = ImagePreprocessor(encoder.spec)
@@ -156,6 +154,17 @@ class Captioner:
         encoder = checkpoint.build_encoder().to(device)
         precision = decoder_precision or ("fp16" if torch.device(device).type == "cpu" else "fp32")
         return cls(checkpoint, encoder, decoder_precision=precision, trace_encoder=trace_encoder)
+
+    def trace_encoder(self) -> None:
+        """Trace the encoder (:meth:`ImageEncoder.trace_for_inference`): the same maps with less
+        overhead per image, for a process that captions many; tracing and the trace's first calls
+        cost about what a few hundred images save. Safe while other threads caption."""
+        self.encoder.trace_for_inference()
+        size = self.encoder.spec.image_size
+        example = torch.zeros(1, 3, size, size, device=self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for _ in range(2):  # TorchScript optimises a trace over its first calls
+                self.encoder(example)
 
     @property
     def device(self) -> torch.device:

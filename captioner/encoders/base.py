@@ -93,8 +93,9 @@ class ImageEncoder(nn.Module):
             self._trace, self._traced_layout = (example.shape[-2:], traced(self.backbone, example)), layout
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._trace is not None and images.shape[-2:] == self._trace[0]:
-            return self._trace[1](images)  # (B, C, H, W)
+        trace = self._trace  # read once: another thread may be tracing
+        if trace is not None and images.shape[-2:] == trace[0]:
+            return trace[1](images)  # (B, C, H, W)
         return self.backbone(images)
 
     def encode_in_chunks(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
