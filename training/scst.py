@@ -44,7 +44,7 @@ from training.config_cli import config_parser
 from training.datasets import load_corpus
 from training.encoder_tuning import TunedEncoderDecoder, cache_for, trunk_flags, tuned_split
 from training.progress import format_row, restore_progress, save_progress, write_log
-from training.train import validate
+from training.validation import validate
 
 __all__ = ["ScstConfig", "advantages", "main", "sample_captions"]
 
