@@ -2,11 +2,12 @@
 
     python -m training.train --data ../shared/flickr8k --run-dir runs/lite0
 
-Builds the vocabulary from the train split, extracts (or reuses) features, trains with
-Adam, gradient clipping and an LR schedule, checks greedy BLEU-4/CIDEr on ``val`` every
-epoch, keeps the best model as ``best.safetensors`` and stops early. Every epoch writes
-``last.pt`` atomically; ``--resume`` continues from it. ``log.csv`` and ``curves.png``
-show the curves.
+Builds the vocabulary from the train split, extracts (or reuses) features, builds the decoder
+and trains it by cross-entropy (:class:`training.cross_entropy.CrossEntropy`: Adam, gradient
+clipping and an LR schedule) in the shared loop (:mod:`training.loop`), which checks greedy
+BLEU-4/CIDEr on ``val`` every epoch, keeps the best model as ``best.safetensors`` and stops
+early. Every epoch writes ``last.pt`` atomically; ``--resume`` continues from it. ``log.csv``
+and ``curves.png`` show the curves.
 """
 
 from __future__ import annotations
