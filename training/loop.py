@@ -102,6 +102,7 @@ def train_epochs(
     Returns:
         The path of the best checkpoint (written only when an epoch scored higher than the start).
     """
+    run_dir.mkdir(parents=True, exist_ok=True)
     resume_path, best_path = run_dir / RESUME_FILE, run_dir / BEST_FILE
     history: list[dict] = []
     start_epoch, best_score, stale = 0, -1.0, 0
