@@ -43,7 +43,7 @@ from training.feature_cache import extract_features
 from training.loop import BEST_FILE, train_epochs
 from training.validation import ValidationSet
 
-__all__ = ["TrainConfig", "main", "train"]
+__all__ = ["MODEL_FLAGS", "TrainConfig", "main", "train"]
 
 MODEL_FLAGS = {  # the model's shape as flags (name -> help); its other fields come from the data
     "encoder": "",
@@ -69,7 +69,7 @@ class TrainConfig:
     run_dir: str = "runs/default"
     annotations: str | None = None
     features: str = "runs/features"
-    model: ModelConfig = field(
+    model: ModelConfig = field(  # the concept settings are a concept decoder's; other decoders store none
         default=ModelConfig(concept_slots=3, concept_threshold=0.2), metadata={"flags": MODEL_FLAGS}
     )
     min_count: int = 5
