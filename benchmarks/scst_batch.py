@@ -2,7 +2,7 @@
 
     python -m benchmarks.scst_batch --threads 2
 
-``training.scst`` samples ``--samples`` captions per image. :func:`training.scst.sample_captions`
+``training.scst`` samples ``--samples`` captions per image. :func:`training.self_critical.sample_captions`
 computes an image's initial state (the glue, and with ``--tune-encoder-stages`` the trainable
 encoder top) once and repeats it for the image's samples; the alternative runs those layers on
 every sample's row. This times both, in alternation
@@ -20,7 +20,7 @@ from benchmarks.timing import measure_interleaved
 from captioner.captioner import default_checkpoint_path
 from captioner.checkpoint import load_checkpoint
 from training.encoder_tuning import TunedEncoderDecoder, tuned_split
-from training.scst import sample_captions
+from training.self_critical import sample_captions
 
 __all__ = ["main"]
 

@@ -64,8 +64,9 @@ def test_finetuning_keeps_the_checkpoints_shape_grows_its_vocabulary_and_selects
     config = finetune.train_config(
         finetune.FinetuneConfig(data="photos", out=str(tmp_path / "run")), default_checkpoint_path(), model
     )
-    assert (config.decoder, config.image_dropout, config.concept_slots) == ("concept_attention", 0.2, 3)
-    assert (config.embed_dim, config.hidden_dim, config.attention_dim) == (512, 512, 512)
+    model = config.model
+    assert (model.decoder, model.image_dropout, model.concept_slots) == ("concept_attention", 0.2, 3)
+    assert (model.embed_dim, model.hidden_dim, model.attention_dim) == (512, 512, 512)
     assert config.grow_vocab and config.select_metric == "val_loss" and config.init == str(default_checkpoint_path())
     assert config.features == str(tmp_path / "run" / "features")  # never the Flickr8k cache
 

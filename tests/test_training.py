@@ -130,7 +130,7 @@ def test_tune_decoding_stores_the_best_val_setting_as_the_default(tmp_path, mini
 
 def test_the_default_command_trains_the_shipped_decoder_in_the_shipped_shape():
     shipped = read_metadata(default_checkpoint_path())["config"]
-    defaults = TrainConfig(data="photos")
+    defaults = TrainConfig(data="photos").model
     assert defaults.decoder == shipped["decoder"] == "concept_attention"
     shape = ("embed_dim", "hidden_dim", "num_layers", "dropout", "image_dropout", "attention_dim", "tie_embeddings")
     assert {name: getattr(defaults, name) for name in shape} == {name: shipped[name] for name in shape}

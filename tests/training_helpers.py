@@ -6,6 +6,7 @@ import csv
 import sys
 from pathlib import Path
 
+from training.config_cli import config_from_settings
 from training.train import TrainConfig
 
 __all__ = ["ROOT", "read_log", "tiny_scst_settings", "tiny_settings", "tiny_train_config", "train_command"]
@@ -38,7 +39,7 @@ def tiny_scst_settings(mini_corpus: Path, init: Path, features: Path, **override
 
 
 def tiny_train_config(mini_corpus: Path, run: Path, features: Path, **overrides) -> TrainConfig:
-    return TrainConfig(**tiny_settings(mini_corpus, run, features, **overrides))
+    return config_from_settings(TrainConfig, tiny_settings(mini_corpus, run, features, **overrides))
 
 
 def train_command(settings: dict, *, processes: int = 1) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 __all__ = ["Distributed", "setup_distributed"]
 
@@ -41,6 +42,24 @@ class Distributed:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+    def log(self, message: str) -> None:
+        """Print ``message`` on rank 0 only."""
+        if self.is_main:
+            tqdm.write(message)  # above a progress bar
+
+    def broadcast(self, value: int) -> int:
+        """Rank 0's ``value``, on every rank."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
+    @classmethod
+    def single(cls, device: str = "cpu") -> Distributed:
+        """A world of one on ``device``, for a run that never joins a torchrun job."""
+        return cls(0, 1, 0, torch.device(device))
 
 
 def setup_distributed(device: str | None = None) -> Distributed:

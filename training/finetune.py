@@ -51,18 +51,12 @@ class FinetuneConfig:
 
 def train_config(config: FinetuneConfig, init: Path, model: ModelConfig) -> TrainConfig:
     """The ``training.train`` settings: the checkpoint's shape, grown vocabulary, selection by val loss."""
-    concepts = {"concept_slots": model.concept_slots, "concept_threshold": model.concept_threshold}
     return TrainConfig(
         data=config.data,
         run_dir=config.out,
         features=str(Path(config.out) / "features"),
-        encoder=model.encoder,
+        model=model,  # the checkpoint's own shape and decoder
         min_count=config.min_count,
-        embed_dim=model.embed_dim,
-        hidden_dim=model.hidden_dim,
-        num_layers=model.num_layers,
-        dropout=model.dropout,
-        image_dropout=model.image_dropout,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -73,12 +67,8 @@ def train_config(config: FinetuneConfig, init: Path, model: ModelConfig) -> Trai
         threads=config.threads,
         resume=config.resume,
         device=config.device,
-        decoder=model.decoder,
-        attention_dim=model.attention_dim,
-        tie_embeddings=model.tie_embeddings,
         init=str(init),
         grow_vocab=True,
-        **(concepts if model.concept_slots else {}),
     )
 
 

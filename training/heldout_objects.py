@@ -27,6 +27,7 @@ from tqdm import tqdm
 from captioner.captioner import Captioner
 from captioner.decoders import decoder_class
 from training import tune_concepts
+from training.config_cli import config_from_settings
 from training.datasets import load_corpus
 from training.mentions import HELD_OUT_OBJECTS, invented_subjects, object_f1
 from training.metrics import java_available, score_captions
@@ -82,19 +83,22 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir = args.run_dir / decoder
         best = run_dir / "best.safetensors"
         if not (run_dir / "done").is_file():
-            config = TrainConfig(
-                data=str(args.data),
-                run_dir=str(run_dir),
-                features=args.features,
-                decoder=decoder,
-                exclude_words=" ".join(held_out_words()),
-                image_dropout=0.2,
-                lr_decay=0.85,
-                epochs=args.epochs,
-                patience=3,
-                bucket_window=50,
-                threads=args.threads,
-                resume=True,
+            config = config_from_settings(
+                TrainConfig,
+                dict(
+                    data=str(args.data),
+                    run_dir=str(run_dir),
+                    features=args.features,
+                    decoder=decoder,
+                    exclude_words=" ".join(held_out_words()),
+                    image_dropout=0.2,
+                    lr_decay=0.85,
+                    epochs=args.epochs,
+                    patience=3,
+                    bucket_window=50,
+                    threads=args.threads,
+                    resume=True,
+                ),
             )
             best = train(config)
             (run_dir / "done").write_text("trained\n")

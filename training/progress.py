@@ -1,4 +1,4 @@
-"""A training run's progress on disk, shared by ``training.train`` and ``training.scst``:
+"""A training run's progress on disk, as the epoch loop (:mod:`training.loop`) writes it:
 the resume file (``last.pt``, written atomically), the CSV log with its plot, and the
 one-line epoch summary.
 """
