@@ -15,13 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_settings(mini_corpus: Path, run: Path, features: Path, **overrides) -> dict:
-    """A model small enough to train in seconds (Show and Tell unless ``decoder`` overrides it);
-    ``overrides`` set any other TrainConfig field."""
+    """A model small enough to train in seconds (Show and Tell unless ``decoder`` overrides it, with
+    the settings the tests were written for); ``overrides`` set any other TrainConfig field."""
     settings = dict(
         data=str(mini_corpus),
         run_dir=str(run),
         features=str(features),
         decoder="show_and_tell",
+        image_dropout=0.5,
+        lr_decay=0.8,
+        patience=5,
         min_count=1,
         embed_dim=32,
         hidden_dim=48,
