@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from captioner.decoders.layers import masked_cross_entropy
+from training.cross_entropy import masked_cross_entropy
 
 
 def test_forward_and_step_shapes(small_model):

@@ -11,19 +11,31 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from captioner.checkpoint import save_checkpoint
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder
-from captioner.decoders.layers import masked_cross_entropy
 from captioner.encoders import EncoderSpec
 from training.batches import Pair, caption_batches
 from training.distributed import Distributed
 from training.loop import Objective
 from training.validation import ValidationSet
 
-__all__ = ["CrossEntropy", "validation_loss"]
+__all__ = ["CrossEntropy", "masked_cross_entropy", "validation_loss"]
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy over non-padding positions. logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )
 
 
 class CrossEntropy(Objective):

@@ -1,14 +1,13 @@
-"""Pieces the decoders share: the glue, the word classifier and the training loss."""
+"""Pieces the decoders share: the glue and the word classifier."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from captioner.config import ModelConfig
 
-__all__ = ["Glue", "masked_cross_entropy", "word_classifier"]
+__all__ = ["Glue", "word_classifier"]
 
 
 class Glue(nn.Module):
@@ -36,15 +35,3 @@ def word_classifier(config: ModelConfig, embed: nn.Embedding) -> nn.Linear:
             )
         head.weight = embed.weight
     return head
-
-
-def masked_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Mean cross-entropy over non-padding positions. logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=pad_id,
-        label_smoothing=label_smoothing,
-    )
