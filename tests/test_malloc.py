@@ -3,17 +3,14 @@ settles where it started after clips with 64-megapixel frames."""
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from training_helpers import ROOT
 
 from benchmarks.large_clip_memory import measure_large_clips, write_large_clip
-from captioner.malloc import release_free_memory
 
 # Frees one 5 MB block (glibc then raises its mmap threshold above 5 MB), then allocates 60
 # blocks of 5 MB with small blocks pinned between them, frees the big ones and prints how
@@ -54,26 +51,31 @@ def test_freed_large_buffers_return_to_the_os_once_bounded():
     assert _growth_mb("bounded") < 30
 
 
-def _own_rss_mb() -> float:
-    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's (elsewhere it does nothing)")
 def test_releasing_free_memory_returns_freed_heap_pages_behind_live_blocks():
+    """In a fresh interpreter, so that earlier tests' heaps and allocator settings play no part."""
     # 125 MB of 64 KiB blocks (below any mmap threshold: from the heap), each followed by a small
     # block that stays: glibc trims a heap only from its top, so freeing the big ones keeps them resident
-    blocks, pinned = [], []
-    for _ in range(2000):
-        blocks.append(bytearray(64 << 10))
-        pinned.append(bytearray(1 << 10))
-    del blocks
-    held = _own_rss_mb()
-    assert release_free_memory()
-    assert held - _own_rss_mb() > 80
-    assert len(pinned) == 2000  # the small blocks stayed alive throughout
+    script = """
+import re
+from captioner.malloc import release_free_memory
+
+def rss_mb():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+blocks, pinned = [], []
+for _ in range(2000):
+    blocks.append(bytearray(64 << 10))
+    pinned.append(bytearray(1 << 10))
+del blocks
+held = rss_mb()
+released = release_free_memory()
+print(released, held - rss_mb(), len(pinned))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    released, freed_mb, pinned = done.stdout.split()
+    assert released == "True" and float(freed_mb) > 80
+    assert pinned == "2000"  # the small blocks stayed alive throughout
 
 
 @pytest.mark.slow
