@@ -77,6 +77,9 @@ class PhotoInput(gr.Image):
 
 
 GREEDY, BEAM = "greedy", "beam search"
+# A step of the page's own: resolves once the browser has drawn a frame, so that the caption
+# shows before the events chained after it send their outputs and draw their progress
+_AFTER_PAINT = "() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)))"
 
 
 def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -> dict:
@@ -347,11 +350,13 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         photo_shown = photo_button.click(
             photo_caption, [photo, ready, *settings], [caption, last], api_name="photo", concurrency_id="photo", **ui
         )
-        photo_shown = photo_shown.success(photo_details, last, details, api_name="photo_details", **ui)
+        photo_shown = photo_shown.success(None, js=_AFTER_PAINT, api_name="photo_painted", **ui)
+        photo_shown = photo_shown.then(photo_details, last, details, api_name="photo_details", **ui)
         clip_shown = video_button.click(
             clip_caption, [video, *settings], [caption, last], api_name="clip", concurrency_id="clip", **ui
         )
-        clip_shown = clip_shown.success(clip_details, last, [*details, timeline], api_name="clip_details", **ui)
+        clip_shown = clip_shown.success(None, js=_AFTER_PAINT, api_name="clip_painted", **ui)
+        clip_shown = clip_shown.then(clip_details, last, [*details, timeline], api_name="clip_details", **ui)
         if captioner.has_attention:
             photo_shown.success(image_attention, [photo, *settings, last], attention, api_name="attention")
             clip_shown.success(video_attention, [video, *settings, last], attention, api_name="video_attention")

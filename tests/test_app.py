@@ -90,11 +90,15 @@ def test_attention_heatmaps_are_those_of_the_photo_asked_for(client, dog_photo):
 
 def test_a_click_answers_the_caption_alone_and_the_details_follow(client, dog_photo):
     """A click's event answers the caption (which the browser then shows at once) and the session's
-    result; chained on its success, the details are built from that result, as the API's /caption
-    gives them in one answer; then the heatmaps."""
-    click, details, heatmaps = _event("photo"), _event("photo_details"), _event("attention")
+    result; chained on its success, once the caption is drawn, the details are built from that
+    result, as the API's /caption gives them in one answer; then the heatmaps."""
+    click, painted, details = _event("photo"), _event("photo_painted"), _event("photo_details")
     assert [block.elem_id for block in click.outputs] == ["caption", None]  # the caption and the state
-    assert details.trigger_after == click._id and details.trigger_only_on_success
+    # a step in the page alone waits for the frame that shows the caption; then the details
+    assert painted.trigger_after == click._id and painted.trigger_only_on_success
+    assert painted.fn is None and "requestAnimationFrame" in painted.js
+    assert details.trigger_after == painted._id
+    heatmaps = _event("attention")
     assert heatmaps.trigger_after == details._id and heatmaps.trigger_only_on_success
     caption, shown = click.fn(str(dog_photo), None, "greedy", 3, 5, 20)
     words, table, *_ = details.fn(shown)
