@@ -171,3 +171,14 @@ def test_long_clip_benchmark_times_both_reads_of_the_same_frames(tmp_path):
     assert all(row["median_ms"] > 0 and row["repeats"] == 2 for row in report["rows"].values())
     assert report["clip"]["size"] == "96x64" and report["clip"]["seconds"] == 6.0
     assert report["every frame decoded / seeking"] > 0
+
+
+def test_same_captions_reports_the_images_whose_captions_changed(tmp_path, capsys):
+    from benchmarks.same_captions import main as same_captions
+
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps({"a.jpg": ["a dog runs", "a dog runs"], "b.jpg": ["a cat", "a cat sits"]}))
+    after.write_text(json.dumps({"a.jpg": ["a dog runs", "a dog runs"], "b.jpg": ["a cat", "a cat"]}))
+    assert same_captions(["--compare", str(before), str(before)]) == 0
+    assert same_captions(["--compare", str(before), str(after)]) == 1
+    assert "1 of 2 images" in capsys.readouterr().out
