@@ -160,11 +160,6 @@ class Captioner:
         overhead per image, for a process that captions many; tracing and the trace's first calls
         cost about what a few hundred images save. Safe while other threads caption."""
         self.encoder.trace_for_inference()
-        size = self.encoder.spec.image_size
-        example = torch.zeros(1, 3, size, size, device=self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            for _ in range(2):  # TorchScript optimises a trace over its first calls
-                self.encoder(example)
 
     @property
     def device(self) -> torch.device:
@@ -306,19 +301,20 @@ class Captioner:
         self, decoded: Decoded, grid: tuple[int, int] | None = None, concepts: ImageConceptWords | None = None
     ) -> CaptionResult:
         def word(token_id: int) -> tuple[str, str | None]:
+            """The token's word, and the concept word it was copied from (None: not a copy)."""
             copied = concepts.copy_of(token_id) if concepts is not None else None
             return copied if copied is not None else (self.vocab.tokens[token_id], None)
 
+        kept = [(step, word(step.token_id)) for step in decoded.steps if step.token_id != self.vocab.end_id]
         steps = [
             WordStep(
-                word=word(step.token_id)[0],
+                word=chosen,
                 prob=step.prob,
                 alternatives=[(word(i)[0], p) for i, p in zip(step.top_ids, step.top_probs)],
                 attention=list(step.attention) if step.attention is not None else None,
-                concept=word(step.token_id)[1],
+                concept=concept,
             )
-            for step in decoded.steps
-            if step.token_id != self.vocab.end_id
+            for step, (chosen, concept) in kept
         ]
         assert all(s.word != END for s in steps)
         return CaptionResult(

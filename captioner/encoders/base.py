@@ -82,7 +82,8 @@ class ImageEncoder(nn.Module):
         (:func:`captioner.torchscript.traced`: the same map, with less overhead per call; docs/speed.md).
         ``forward`` then runs the trace for images of that size, at any batch size, and the
         backbone itself for other sizes, since a trace fixes the "same" padding of one size.
-        A second call on the same device and memory format keeps the trace it has."""
+        A second call on the same device and memory format keeps the trace it has. A new trace
+        runs twice on the example, as TorchScript optimises a trace over its first calls."""
         weight = next(self.backbone.parameters())
         size = self.spec.image_size
         example = torch.zeros(1, 3, size, size, device=weight.device)
@@ -90,7 +91,11 @@ class ImageEncoder(nn.Module):
             example = example.contiguous(memory_format=torch.channels_last)
         layout = (example.device, example.stride())
         if self._trace is None or self._traced_layout != layout:
-            self._trace, self._traced_layout = (example.shape[-2:], traced(self.backbone, example)), layout
+            trace = traced(self.backbone, example)
+            with torch.inference_mode():
+                for _ in range(2):
+                    trace(example)
+            self._trace, self._traced_layout = (example.shape[-2:], trace), layout
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         trace = self._trace  # read once: another thread may be tracing
