@@ -77,8 +77,7 @@ class ConceptTable:
             rows = sorted(csv.DictReader(file), key=lambda row: row["word"])
         words = tuple(row["word"] for row in rows)
         index = {word: i for i, word in enumerate(words)}
-        with open(folder / "imagenet_concepts.csv", newline="", encoding="utf-8") as file:
-            classes = sorted(csv.DictReader(file), key=lambda row: int(row["index"]))
+        classes = _class_rows(folder)
         missing = sorted({row["word"] for row in classes if row["word"] and row["word"] not in index})
         if missing:
             raise ValueError(f"{folder}: words {missing[:5]} of imagenet_concepts.csv are not in concept_words.csv")
@@ -219,9 +218,13 @@ def top_classes(class_probs: Sequence[float], table: ConceptTable, word_id: int,
 def imagenet_class_names(folder: str | Path | None = None) -> tuple[str, ...]:
     """The 1,000 ImageNet classes' short names (the table's class names up to the first comma;
     timm's descriptions)."""
-    with open(Path(folder or default_table_dir()) / "imagenet_concepts.csv", newline="", encoding="utf-8") as file:
-        rows = sorted(csv.DictReader(file), key=lambda row: int(row["index"]))
-    return tuple(row["class_name"].split(",")[0] for row in rows)
+    return tuple(row["class_name"].split(",")[0] for row in _class_rows(Path(folder or default_table_dir())))
+
+
+def _class_rows(folder: Path) -> list[dict[str, str]]:
+    """The rows of ``folder``'s ``imagenet_concepts.csv``, in class order."""
+    with open(folder / "imagenet_concepts.csv", newline="", encoding="utf-8") as file:
+        return sorted(csv.DictReader(file), key=lambda row: int(row["index"]))
 
 
 @dataclass(frozen=True)
