@@ -160,29 +160,36 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         finally:
             release_free_memory()  # the clip's decoded frames were freed: give their pages back
 
+    def photo_for(image: str | None, options: dict, kept: Shown | None = None) -> Shown:
+        """``kept`` where it is this photo's result with these options, else the photo captioned."""
+        if kept is not None and kept.matches(image, options):
+            return kept
+        return Shown(image, options, photo_result(image, options))
+
+    def clip_for(video: str | None, options: dict, kept: Shown | None = None) -> Shown:
+        """``kept`` where it is this clip's result with these options, else the clip captioned."""
+        if kept is not None and kept.matches(video, options):
+            return kept
+        return Shown(video, options, clip_result(video, options))
+
     def photo_caption(image: str | None, ready: Shown | None, *settings: Any) -> tuple[str, Shown]:
         """A click's first answer: the caption alone (so that it shows at once) and the session's
         result; the one captioned when the photo arrived, where its settings are still these."""
-        options = _options(*settings)
-        if ready is not None and ready.matches(image, options):
-            return ready.result.caption, ready
-        result = photo_result(image, options)
-        return result.caption, Shown(image, options, result)
+        shown = photo_for(image, _options(*settings), ready)
+        return shown.result.caption, shown
 
     def photo_arrived(image: str | None, *settings: Any) -> Shown | None:
         """Caption a photo as it arrives, with the current settings, for the click to show."""
         if image is None:
             return None
-        options = _options(*settings)
         try:
-            return Shown(image, options, captioner.caption(image, **options))
-        except (MediaError, ValueError):
+            return photo_for(image, _options(*settings))
+        except (gr.Error, ValueError):
             return None  # the click reports it
 
     def clip_caption(video: str | None, *settings: Any) -> tuple[str, Shown]:
-        options = _options(*settings)
-        result = clip_result(video, options)
-        return result.caption, Shown(video, options, result)
+        shown = clip_for(video, _options(*settings))
+        return shown.result.caption, shown
 
     def photo_details(shown: Shown) -> tuple:
         return _details(shown.result)
@@ -223,8 +230,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
     ) -> list:
         """Per-word heatmaps over the photo for its caption with these settings (the session's
         result when it is that one, as after a click; otherwise captioned here)."""
-        options = _options(decoding, beam_size, top_k, max_length)
-        result = shown.result if shown and shown.matches(image, options) else photo_result(image, options)
+        result = photo_for(image, _options(decoding, beam_size, top_k, max_length), shown).result
         try:
             picture = load_image(image, min_size=OVERLAY_SIZE)
         except MediaError as error:
@@ -241,8 +247,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         shown: Shown | None = None,
     ) -> list:
         """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
-        options = _options(decoding, beam_size, top_k, max_length)
-        result = shown.result if shown and shown.matches(video, options) else clip_result(video, options)
+        result = clip_for(video, _options(decoding, beam_size, top_k, max_length), shown).result
         if not isinstance(result, VideoCaptionResult) or not result.segments:
             return []
         middle = result.segments[len(result.segments) // 2].thumbnail
