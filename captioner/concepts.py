@@ -128,9 +128,9 @@ def _singular(word: str) -> str | None:
 
 def word_probabilities(class_probs: torch.Tensor, class_words: torch.Tensor, num_words: int) -> torch.Tensor:
     """(B, 1000) class probabilities -> (B, W): each word's summed probability."""
-    mapped = class_words >= 0
-    totals = torch.zeros(class_probs.shape[0], num_words, device=class_probs.device)
-    return totals.index_add_(1, class_words[mapped], class_probs[:, mapped].float())
+    columns = torch.where(class_words >= 0, class_words, num_words)  # unmapped classes: one spare column
+    totals = torch.zeros(class_probs.shape[0], num_words + 1, device=class_probs.device)
+    return totals.index_add_(1, columns, class_probs.float())[:, :num_words]
 
 
 @dataclass(frozen=True)

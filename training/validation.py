@@ -12,6 +12,7 @@ from captioner.decoders import Decoder
 from captioner.decoding import greedy_decode
 from captioner.vocab import Vocabulary
 from training.datasets import CaptionedImage
+from training.mentions import unfinished
 from training.metrics import score_captions
 
 __all__ = ["ValidationSet", "caption_texts", "validate"]
@@ -43,7 +44,8 @@ def validate(
     batch_size: int = 250,
     table: ConceptTable | None = None,
 ) -> dict[str, float]:
-    """Greedy-decode ``features`` and score against the images' references (fast, Java-free).
+    """Greedy-decode ``features`` and score against the images' references (fast, Java-free): BLEU,
+    CIDEr and ``unfinished``, the number of captions that stop mid-phrase.
 
     Plain greedy over the whole vocabulary (``<unk>`` allowed), as the shipped model was selected.
     A concept decoder's copy tokens are filled from ``table``.
@@ -64,7 +66,8 @@ def validate(
             {image.name: caption for image, caption in zip(images[start : start + batch_size], captions)}
         )
     references = {image.name: list(image.captions) for image in images}
-    return score_captions(predictions, references, use_java=False, metrics=("BLEU", "CIDEr"))
+    scores = score_captions(predictions, references, use_java=False, metrics=("BLEU", "CIDEr"))
+    return {**scores, "unfinished": float(len(unfinished(predictions)))}
 
 
 def caption_texts(

@@ -29,6 +29,8 @@ class FusedConceptDecoder(FusedAttentionDecoder):
     def __init__(self, model: ConceptAttentionDecoder, *, native: bool = True) -> None:
         super().__init__(model, native=native)
         self.reference = model  # its concept table, slot memories and slot mask
+        with torch.no_grad():
+            self.word_memories = model.word_memories()
         self.slots, self.base_vocab_size = model.slots, model.base_vocab_size
 
     def _concept_state(self, features: torch.Tensor) -> tuple[State, torch.Tensor]:
@@ -36,7 +38,8 @@ class FusedConceptDecoder(FusedAttentionDecoder):
         concepts = self.reference.concepts(features)
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
-        memories = torch.cat([self.projected(features), self.reference.concept_memories(concepts)], dim=1)
+        slots = self.reference.concept_memories(concepts, self.word_memories)
+        memories = torch.cat([self.projected(features), slots], dim=1)
         return self.state_over(memories), self.reference.slot_mask(concepts)  # over L + K memories
 
     def init_state(self, features: torch.Tensor):

@@ -86,14 +86,24 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
             threshold=self.config.concept_threshold,
         )
 
-    def concept_memories(self, concepts: ImageConcepts) -> torch.Tensor:
-        """(B, K, E): each slot's word and confidence, or the learned empty-slot vector."""
-        available = concepts.available
-        vectors = self.word_vectors[concepts.word_ids.clamp(min=0)]  # (B, K, C)
+    def concept_memories(self, concepts: ImageConcepts, word_memories: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, E): each slot's word and confidence, or the learned empty-slot vector.
+
+        ``word_memories``: :meth:`word_memories`, computed once, for inference (the same values).
+        """
+        available, word_ids = concepts.available, concepts.word_ids.clamp(min=0)
+        if word_memories is None:
+            words = self.concept_glue(self.word_vectors[word_ids].float())  # (B, K, E)
+        else:
+            words = word_memories[word_ids]
         score = concepts.scores.float().clamp(min=1e-4)
-        confidence = self.confidence(torch.stack([score, score.log()], dim=-1))  # (B, K, E)
-        filled = self.concept_glue(vectors.float()) + confidence
+        filled = words + self.confidence(torch.stack([score, score.log()], dim=-1))
         return torch.where(available[:, :, None], filled, self.empty_slot.expand_as(filled))
+
+    def word_memories(self) -> torch.Tensor:
+        """(W, E): every concept word's direction through the slot glue (a slot's memory less its
+        confidence term)."""
+        return self.concept_glue(self.word_vectors.float())
 
     def slot_mask(self, concepts: ImageConcepts) -> torch.Tensor:
         """(B, 2K) additive mask on the slot tokens' logits: -inf for empty slots (singular and
