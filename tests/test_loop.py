@@ -57,13 +57,32 @@ class Scripted(Objective):
         self.steps = state["steps"]
 
 
-def _run(objective: Scripted, run: Path, *, epochs: int, patience: int = 10, resume: bool = False) -> Path:
+class CountsUnfinished(Scripted):
+    """Validation reports a count where fewer is better."""
+
+    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        return {"unfinished": self.scores.pop(0)}, {}
+
+    def save_best(self, path: Path, scores: dict[str, float], *, epoch: int, seconds: float) -> None:
+        self.saved.append((epoch, scores["unfinished"]))
+        save_file(self.model.state_dict(), path)
+
+
+def _run(
+    objective: Scripted,
+    run: Path,
+    *,
+    epochs: int,
+    patience: int = 10,
+    resume: bool = False,
+    select_metric: str = "score",
+) -> Path:
     return train_epochs(
         objective,
         run_dir=run,
         epochs=epochs,
         patience=patience,
-        select_metric="score",
+        select_metric=select_metric,
         resume=resume,
         settings={"epochs": epochs},
         job=Distributed.single(),
@@ -84,6 +103,12 @@ def test_the_loop_keeps_each_better_epoch_and_stops_after_patience_epochs_withou
     assert state["scheduler"]["last_epoch"] == 4
     assert json.loads((tmp_path / "config.json").read_text()) == {"epochs": 5}
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_a_count_of_unfinished_captions_keeps_the_earliest_epoch_with_the_fewest(tmp_path):
+    objective = CountsUnfinished([16.0, 8.0, 8.0, 0.0, 2.0])
+    _run(objective, tmp_path, epochs=5, select_metric="unfinished")
+    assert objective.saved == [(1, 16.0), (2, 8.0), (4, 0.0)]
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):

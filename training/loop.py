@@ -174,10 +174,17 @@ def train_epochs(
     return best_path
 
 
+# Validation columns where less is better: kept by their negation.
+LOWER_IS_BETTER = frozenset({"loss", "unfinished"})
+
+
 def _selected(select_metric: str, row: dict[str, float]) -> float:
-    """A log row's value of ``select_metric`` (higher is better): a ``val`` score, or the
-    negated ``val_loss`` (a few validation photos give noisy BLEU and CIDEr)."""
-    return -row["val_loss"] if select_metric == "val_loss" else row[f"val_{select_metric}"]
+    """A log row's value of ``select_metric``, higher is better: a ``val`` score, or the negated
+    ``val_loss`` (a few validation photos give noisy BLEU and CIDEr) or ``unfinished`` (captions
+    that stop mid-phrase; of equal counts the earliest epoch is kept)."""
+    name = select_metric.removeprefix("val_")
+    value = row[f"val_{name}"]
+    return -value if name in LOWER_IS_BETTER else value
 
 
 def _val_columns(scores: dict[str, float]) -> dict[str, float]:

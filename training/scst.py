@@ -58,7 +58,10 @@ class ScstConfig:
     clip: float = 1.0
     max_length: int = 16
     patience: int = 3
-    select_metric: str = "CIDEr"
+    select_metric: str = field(
+        default="CIDEr",
+        metadata={"help": "val greedy CIDEr, BLEU-4, or unfinished (the fewest captions that stop mid-phrase)"},
+    )
     seed: int = 0
     threads: int = 0
     resume: bool = False

@@ -86,7 +86,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_length: int = 20
     patience: int = 3
-    select_metric: str = field(default="BLEU-4", metadata={"help": "BLEU-4, CIDEr (val greedy) or val_loss"})
+    select_metric: str = field(
+        default="BLEU-4", metadata={"help": "BLEU-4, CIDEr, unfinished (val greedy) or val_loss"}
+    )
     seed: int = 0
     threads: int = 0
     resume: bool = False
