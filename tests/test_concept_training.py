@@ -60,7 +60,7 @@ def test_self_critical_training_of_a_concept_decoder_with_the_copy_term(tmp_path
         tiny_train_config(mini_corpus, tmp_path / "xe", features_root, decoder="concept_attention", epochs=2, lr=5e-3)
     )
     settings = tiny_scst_settings(mini_corpus, init, features_root, epochs=1, copy_weight=1.0, patience=5)
-    train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), **settings))
+    train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), xe_weight=0.1, **settings))  # slotted references
     rows = read_log(tmp_path / "scst")
     assert [int(r["epoch"]) for r in rows] == [0, 1] and float(rows[1]["train_loss"]) != 0.0
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider
 from training_helpers import read_log, tiny_scst_settings, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
+from captioner.decoding import greedy_decode
 from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
 from training.scst import ScstConfig, _some_mirrored, _stages, advantages, sample_captions, train_scst
+from training.self_critical import reference_loss, reference_targets
 from training.train import train
 
 
@@ -81,8 +85,9 @@ def test_mean_baseline_needs_two_samples():
 def test_self_critical_run_from_a_cross_entropy_checkpoint(tmp_path, mini_corpus, baseline):
     features = tmp_path / "features"
     xe = train(tiny_train_config(mini_corpus, tmp_path / "xe", features, dropout=0.1, lr=5e-3, epochs=4))
+    xe_weight = 0.5 if baseline == "mean" else 0.0  # the mixed objective runs too
     settings = tiny_scst_settings(mini_corpus, xe, features, epochs=2, baseline=baseline, patience=5)
-    best = train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), **settings))
+    best = train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), xe_weight=xe_weight, **settings))
     rows = read_log(tmp_path / "scst")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert all(float(r["sample_cider_d"]) >= 0 and float(r["baseline_cider_d"]) >= 0 for r in rows[1:])
@@ -171,3 +176,27 @@ def test_sample_dropout_changes_what_is_sampled_and_nothing_else_does(tmp_path, 
     plain, again, dropout = (read_log(tmp_path / name)[1] for name in ("plain", "again", "dropout"))
     assert plain["sample_cider_d"] == again["sample_cider_d"]  # the same seed and start: the same samples
     assert plain["sample_cider_d"] != dropout["sample_cider_d"]
+
+
+def test_the_reference_term_teaches_whole_reference_captions(small_model, small_vocab):
+    images = [SimpleNamespace(captions=["a dog runs on the grass"]), SimpleNamespace(captions=["two dogs play"])]
+    targets = reference_targets(images, None, small_vocab, None)
+    assert [[small_vocab.decode(ids.tolist()) for ids in image] for image in targets] == [
+        [["a", "dog", "runs", "on", "the", "grass"]],
+        [["two", "dogs", "play"]],
+    ]
+    features, index = torch.randn(2, 16, generator=torch.Generator().manual_seed(1)), torch.arange(2)
+    optimizer = torch.optim.Adam(small_model.parameters(), lr=0.05)
+    start = reference_loss(small_model, features, index, targets, torch.Generator().manual_seed(0)).item()
+    for _ in range(40):
+        optimizer.zero_grad()
+        reference_loss(small_model, features, index, targets, torch.Generator().manual_seed(0)).backward()
+        optimizer.step()
+    assert reference_loss(small_model, features, index, targets, torch.Generator()).item() < start / 10
+    decoded = greedy_decode(
+        small_model.eval(), features, start_id=small_vocab.start_id, end_id=small_vocab.end_id, max_length=9, top_k=1
+    )
+    assert [small_vocab.decode(seq.token_ids) for seq in decoded] == [
+        ["a", "dog", "runs", "on", "the", "grass"],
+        ["two", "dogs", "play"],
+    ]

@@ -87,6 +87,13 @@ class ScstConfig:
         default=True,
         metadata={"help": "count <end> as a word in the CIDEr-D reward, so captions stop on a complete phrase"},
     )
+    xe_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the cross-entropy of one reference caption per image beside the reward "
+            "(keeps the grammar: fewer captions that stop on 'a'; e.g. 0.1)"
+        },
+    )
     tune_encoder_stages: int = field(
         default=0,
         metadata={
@@ -196,6 +203,7 @@ def train_scst(config: ScstConfig) -> Path:
         sample_dropout=config.sample_dropout,
         copy_weight=config.copy_weight,
         reward_end=config.reward_end,
+        xe_weight=config.xe_weight,
     )
     return train_epochs(
         objective,
