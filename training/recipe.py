@@ -5,8 +5,10 @@
 
 Each stage is one ``python -m training.<script>`` command, run as a process of its own: the
 soft-attention model by cross-entropy and two self-critical stages, its conversion to the
-concept decoder, a self-critical stage with the copy term, the copy tokens fitted, the copy bias,
-temperature and decoding chosen on ``val``, ``test`` read once, and the export. A stage that
+concept decoder, a self-critical stage with the copy term, the copy tokens fitted, two
+self-critical stages that finish the sentences (the second with the references' cross-entropy
+beside the reward), the copy tokens fitted again, the copy bias, temperature and decoding chosen
+on ``val``, ``test`` read once, and the export. A stage that
 finishes leaves a marker in ``<root>/done/``; run the same command again after an interruption
 and the finished stages are skipped while the training stages resume from their ``last.pt``.
 ``--until STAGE`` stops after that stage. About 4 hours of compute on a 2-core CPU.
@@ -57,6 +59,7 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
     xe = "--decoder soft_attention --image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-window 50"
     scst = "--baseline mean --lr 5e-5"
     decoding = "--beams 1 3 --length-penalties 1 --no-repeat-ngrams 3 --apply"
+    complete = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"  # sentences that finish
     return [
         Stage("features", "extract_features", (*d, "--out", features, *t)),
         Stage("xe", "train", trained("xe", None, xe)),
@@ -70,7 +73,12 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
             trained("concepts", "scst_ema", "--decoder concept_attention --image-dropout 0.2 --epochs 0"),
         ),
         Stage("scst_copy", "scst", trained("scst_copy", "concepts", f"{scst} --epochs 8 --patience 3 --copy-weight 1")),
-        Stage("fit_copy", "fit_copy", ("--checkpoint", best("scst_copy"), *d, *f, "--out", ship, "--epochs", "2", *t)),
+        Stage("fit_copy", "fit_copy", ("--checkpoint", best("scst_copy"), *d, *f, "--out", best("fit_copy"), *t)),
+        Stage(
+            "scst_end", "scst", trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")
+        ),
+        Stage("scst_xe", "scst", trained("scst_xe", "scst_end", f"{scst} {complete} --copy-weight 1")),
+        Stage("fit_copy_end", "fit_copy", ("--checkpoint", best("scst_xe"), *d, *f, "--out", ship, *t)),
         Stage("tune_concepts", "tune_concepts", ("--checkpoint", ship, *d, "--biases", "0", "1", "2", "--apply")),
         Stage("calibrate", "calibrate", ("--checkpoint", ship, *d, *f, "--apply")),
         Stage("tune_decoding", "tune_decoding", ("--checkpoint", ship, *d, *f, *decoding.split(), *t)),
