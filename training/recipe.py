@@ -74,9 +74,7 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
         ),
         Stage("scst_copy", "scst", trained("scst_copy", "concepts", f"{scst} --epochs 8 --patience 3 --copy-weight 1")),
         Stage("fit_copy", "fit_copy", ("--checkpoint", best("scst_copy"), *d, *f, "--out", best("fit_copy"), *t)),
-        Stage(
-            "scst_end", "scst", trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")
-        ),
+        Stage("scst_end", "scst", trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")),
         Stage("scst_xe", "scst", trained("scst_xe", "scst_end", f"{scst} {complete} --copy-weight 1")),
         Stage("fit_copy_end", "fit_copy", ("--checkpoint", best("scst_xe"), *d, *f, "--out", ship, *t)),
         Stage("tune_concepts", "tune_concepts", ("--checkpoint", ship, *d, "--biases", "0", "1", "2", "--apply")),
