@@ -15,6 +15,7 @@ from training.datasets import load_corpus
 from training.fit_copy import copy_ranking_loss
 from training.scst import ScstConfig, reward_words, train_scst
 from training.train import excluding, train
+from training.tune_concepts import best_setting
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,13 @@ def test_the_copy_ranking_loss_asks_copies_to_beat_their_word_and_nothing_else()
     loss = copy_ranking_loss
     assert loss(hidden, word_logits, good, mask, targets, replaced, base) < 0.1
     assert loss(hidden, word_logits, bad, mask, targets, replaced, base) > 4
+
+
+def test_the_copy_bias_can_be_chosen_among_the_settings_that_finish_their_sentences():
+    grid = [
+        {"copy_bias": 0.0, "CIDEr": 0.547, "unfinished": 0},
+        {"copy_bias": 1.0, "CIDEr": 0.549, "unfinished": 1},
+        {"copy_bias": 2.0, "CIDEr": 0.546, "unfinished": 0},
+    ]
+    assert best_setting(grid, "CIDEr")["copy_bias"] == 1.0
+    assert best_setting(grid, "CIDEr", fewest_unfinished=True)["copy_bias"] == 0.0

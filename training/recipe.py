@@ -58,7 +58,8 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
     ship, test, greedy = (str(root / name) for name in ("ship.safetensors", "test.json", "test_greedy.json"))
     xe = "--decoder soft_attention --image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-window 50"
     scst = "--baseline mean --lr 5e-5"
-    decoding = "--beams 1 3 --length-penalties 1 --no-repeat-ngrams 3 --apply"
+    decoding = "--beams 1 --apply"  # greedy: the app shows each step's top words; beam 3 is measured in docs/
+    finished = ("--fewest-unfinished", "--apply")
     complete = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"  # sentences that finish
     return [
         Stage("features", "extract_features", (*d, "--out", features, *t)),
@@ -77,7 +78,7 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
         Stage("scst_end", "scst", trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")),
         Stage("scst_xe", "scst", trained("scst_xe", "scst_end", f"{scst} {complete} --copy-weight 1")),
         Stage("fit_copy_end", "fit_copy", ("--checkpoint", best("scst_xe"), *d, *f, "--out", ship, *t)),
-        Stage("tune_concepts", "tune_concepts", ("--checkpoint", ship, *d, "--biases", "0", "1", "2", "--apply")),
+        Stage("tune_concepts", "tune_concepts", ("--checkpoint", ship, *d, "--biases", "0", "1", "2", *finished)),
         Stage("calibrate", "calibrate", ("--checkpoint", ship, *d, *f, "--apply")),
         Stage("tune_decoding", "tune_decoding", ("--checkpoint", ship, *d, *f, *decoding.split(), *t)),
         Stage("test", "evaluate", ("--checkpoint", ship, *d, "--split", "test", "--out", test, *t)),

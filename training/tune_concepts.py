@@ -6,7 +6,8 @@
 Captions the split with each setting (the checkpoint's default decoding) and reports CIDEr and
 BLEU-4 (Java-free), the mean F1 of mentioning the held-out objects (:mod:`training.mentions`),
 the captions that copy a concept and those that stop mid-phrase. ``--apply`` writes the best
-setting by ``--select`` into the checkpoint's config.
+setting by ``--select`` into the checkpoint's config; with ``--fewest-unfinished``, the best of
+the settings whose captions stop mid-phrase least often.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from training.datasets import load_corpus
 from training.mentions import object_f1, unfinished
 from training.metrics import score_captions
 
-__all__ = ["main"]
+__all__ = ["best_setting", "main"]
 
 SELECTABLE = ("CIDEr", "BLEU-4", "mean_f1")
 
@@ -38,6 +39,14 @@ def _caption_all(captioner: Captioner, images: list, batch_size: int = 50) -> tu
     return predictions, copied
 
 
+def best_setting(grid: list[dict], select: str, *, fewest_unfinished: bool = False) -> dict:
+    """The grid's row with the highest ``select``; with ``fewest_unfinished``, of the rows whose
+    captions stop mid-phrase least often."""
+    if fewest_unfinished:
+        grid = [row for row in grid if row["unfinished"] == min(r["unfinished"] for r in grid)]
+    return max(grid, key=lambda row: row[select])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
@@ -46,6 +55,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--biases", nargs="+", type=float, default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.2])
     parser.add_argument("--select", default="CIDEr", choices=SELECTABLE)
+    parser.add_argument(
+        "--fewest-unfinished",
+        action="store_true",
+        help="choose only among the settings whose captions stop mid-phrase least often",
+    )
     parser.add_argument("--apply", action="store_true", help="store the best setting in the checkpoint's config")
     args = parser.parse_args(argv)
     captioner = Captioner.load(args.checkpoint)
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         }
         grid.append(row)
         print(json.dumps(row), flush=True)
-    best = max(grid, key=lambda row: row[args.select])
+    best = best_setting(grid, args.select, fewest_unfinished=args.fewest_unfinished)
     print(f"best by {args.select} on {args.split}: threshold {best['threshold']}, copy bias {best['copy_bias']}")
     if args.apply:
         config = dataclasses.replace(
