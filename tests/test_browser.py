@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from benchmarks import browser_click
 from benchmarks.noop_app import build_noop_demo
+from captioner.presentation import CONCEPT_MARK
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -64,7 +65,8 @@ def _table_rows(page: Page) -> list[list[str]]:
 
 
 def _check(page: Page) -> None:
-    """Caption mentions a dog; one table row per word, with 5 sorted probabilities; one heatmap per word."""
+    """Caption mentions a dog; one table row per word (a copied word marked), with 5 sorted
+    probabilities; one heatmap per word."""
     caption = _caption_text(page)
     assert re.search(r"\bdogs?\b", caption)
     rows = _table_rows(page)
@@ -72,7 +74,7 @@ def _check(page: Page) -> None:
     assert len(rows) == len(words)
     for row, word in zip(rows, words):
         cells = [cell.strip() for cell in row]
-        assert cells[1] == word and 0 <= float(cells[2]) <= 1
+        assert cells[1].removesuffix(CONCEPT_MARK.strip()).strip() == word and 0 <= float(cells[2]) <= 1
         probabilities = [float(cell.split()[-1]) for cell in cells[3:]]
         assert len(probabilities) == 5
         assert probabilities == sorted(probabilities, reverse=True)
