@@ -294,7 +294,7 @@ def reference_loss(
     model, features: torch.Tensor, index: torch.Tensor, captions: list[list[torch.Tensor]], generator: torch.Generator
 ) -> torch.Tensor:
     """Cross-entropy of one reference caption per image (drawn from ``generator``), teacher-forced,
-    mean over its tokens."""
+    mean over the batch's words."""
     picks = [captions[i][int(torch.randint(len(captions[i]), (1,), generator=generator))] for i in index.tolist()]
     targets = pad_sequence(picks, batch_first=True, padding_value=0)
     logits = model(features, targets)  # (B, T-1, V)
