@@ -12,6 +12,7 @@ import base64
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,15 @@ class Shown:
         return source == self.source and options == self.options
 
 
+def _shown_for(
+    result_of: Callable[[str | None, dict], CaptionResult], source: str | None, options: dict, kept: Shown | None
+) -> Shown:
+    """``kept`` where it is this photo's or clip's result with these options, else ``result_of`` it."""
+    if kept is not None and kept.matches(source, options):
+        return kept
+    return Shown(source, options, result_of(source, options))
+
+
 def _own_copy(picture: Image.Image) -> Image.Image:
     """The picture tagged with a fresh EXIF ImageUniqueID. Gradio caches an output picture under
     the hash of its bytes and writes that file non-atomically, so two concurrent requests with
@@ -161,16 +171,10 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             release_free_memory()  # the clip's decoded frames were freed: give their pages back
 
     def photo_for(image: str | None, options: dict, kept: Shown | None = None) -> Shown:
-        """``kept`` where it is this photo's result with these options, else the photo captioned."""
-        if kept is not None and kept.matches(image, options):
-            return kept
-        return Shown(image, options, photo_result(image, options))
+        return _shown_for(photo_result, image, options, kept)
 
     def clip_for(video: str | None, options: dict, kept: Shown | None = None) -> Shown:
-        """``kept`` where it is this clip's result with these options, else the clip captioned."""
-        if kept is not None and kept.matches(video, options):
-            return kept
-        return Shown(video, options, clip_result(video, options))
+        return _shown_for(clip_result, video, options, kept)
 
     def photo_caption(image: str | None, ready: Shown | None, *settings: Any) -> tuple[str, Shown]:
         """A click's first answer: the caption alone (so that it shows at once) and the session's

@@ -43,7 +43,8 @@ def best_setting(grid: list[dict], select: str, *, fewest_unfinished: bool = Fal
     """The grid's row with the highest ``select``; with ``fewest_unfinished``, of the rows whose
     captions stop mid-phrase least often."""
     if fewest_unfinished:
-        grid = [row for row in grid if row["unfinished"] == min(r["unfinished"] for r in grid)]
+        fewest = min(row["unfinished"] for row in grid)
+        grid = [row for row in grid if row["unfinished"] == fewest]
     return max(grid, key=lambda row: row[select])
 
 
