@@ -357,7 +357,13 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             **ui,
         )
         photo_shown = photo_button.click(
-            photo_caption, [photo, ready, *settings], [caption, last], api_name="photo", concurrency_id="photo", **ui
+            photo_caption,
+            [photo, ready, *settings],
+            [caption, last],
+            api_name="photo",
+            concurrency_id="photo",
+            show_progress="minimal",  # a small spinner: the full overlay's drawing delayed the caption
+            **ui,
         )
         photo_shown = photo_shown.success(None, js=_AFTER_PAINT, api_name="photo_painted", **ui)
         photo_shown = photo_shown.then(photo_details, last, details, api_name="photo_details", **ui)

@@ -200,3 +200,9 @@ def test_the_concepts_behind_a_caption_come_with_it(client, mini_corpus):
     caption, _, table, *_, concepts = client.predict(handle_file(str(copying)), api_name="/caption")
     assert "dog" in caption.split() and "→ dog" in concepts and "in the caption" in concepts
     assert any(row[1] == "dog ◆" for row in table["data"])  # the copied word is marked in the table
+
+
+def test_a_photo_click_shows_a_small_spinner_not_the_overlay(client):
+    """Drawing the full progress overlay over the caption delayed it (benchmarks.browser_click)."""
+    assert _event("photo").show_progress == "minimal"
+    assert _event("photo_arrived").show_progress == "hidden"
