@@ -101,12 +101,14 @@ class SelfCritical(Objective):
         if ema_decay:
             self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             self.optimizer.register_step_post_hook(lambda *_: self.average.update_parameters(model))
+        copies = val.table is not None and bool(copy_weight)
+        # the references with copy tokens, built once for the copy term and the reference term
+        slotted = reference_targets(images, slots, val.vocab, val.table) if copies or xe_weight else None
         self.copy_weight, self.copy_captions = copy_weight, None
-        if val.table is not None and copy_weight:
-            self.copy_captions = copy_targets(images, slots, val.vocab, val.table)
-        self.xe_weight, self.reference_ids = xe_weight, None
-        if xe_weight:
-            self.reference_ids = reference_targets(images, slots, val.vocab, val.table)
+        if copies:
+            plain = reference_targets(images, None, val.vocab, None)
+            self.copy_captions = copy_targets(slotted, plain, base=len(val.vocab) - 2 * slots.shape[1])
+        self.xe_weight, self.reference_ids = xe_weight, slotted if xe_weight else None
 
     def batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Generator]]:
         """The epoch's shuffled image batches, each with the epoch's generator (the same draws on resume)."""
@@ -261,17 +263,16 @@ def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None
 
 
 def copy_targets(
-    images, slots: torch.Tensor, vocab: Vocabulary, table: ConceptTable
+    slotted: list[list[torch.Tensor]], plain: list[list[torch.Tensor]], *, base: int
 ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Per training image, its reference captions that name one of its concepts, as pairs of
-    token ids: with the copy tokens, and with the words they replace (same positions)."""
-    base = len(vocab) - 2 * slots.shape[1]
-    plain = caption_pairs(images, range(len(images)), vocab)
-    targets: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in images]
-    for (row, ids), (_, words) in zip(slotted_caption_pairs(images, range(len(images)), vocab, slots, table), plain):
-        if bool((ids >= base).any()):
-            targets[row].append((ids, words))
-    return targets
+    token ids: with the copy tokens (``slotted``, from :func:`reference_targets`), and with the
+    words they replace (``plain``, the same captions without slots; same positions). Copy tokens
+    are the ids from ``base`` on."""
+    return [
+        [(ids, words) for ids, words in zip(image_slotted, image_plain) if bool((ids >= base).any())]
+        for image_slotted, image_plain in zip(slotted, plain)
+    ]
 
 
 def reference_targets(
