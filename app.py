@@ -83,11 +83,12 @@ GREEDY, BEAM = "greedy", "beam search"
 _AFTER_PAINT = "() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)))"
 
 
-def _options(decoding: str, beam_size: float, top_k: float, max_length: float) -> dict:
+def _options(decoding: str, beam_size: float, top_k: float, max_length: float, require_concepts: float) -> dict:
     return {
         "beam_size": int(beam_size) if decoding == BEAM else 1,
         "top_k": int(top_k),
         "max_length": int(max_length),
+        "require_concepts": float(require_concepts),
     }
 
 
@@ -149,6 +150,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
     # the checkpoint's own default decoding (chosen on val) is the app's default, as the library's and the CLI's
     stored_beam = captioner.default_decoding["beam_size"]
     default_decoding, default_beam = (BEAM, stored_beam) if stored_beam > 1 else (GREEDY, 3)
+    reads_concepts = captioner.checkpoint.model.reads_concepts
+    default_require = captioner.default_decoding["require_concepts"]
 
     def photo_result(image: str | None, options: dict) -> CaptionResult:
         if image is None:
@@ -208,9 +211,10 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         beam_size: float = default_beam,
         top_k: float = DEFAULT_TOP_K,
         max_length: float = DEFAULT_MAX_LENGTH,
+        require_concepts: float = default_require,
     ) -> tuple:
         """The API's /caption: the caption and everything shown with it, in one answer."""
-        caption, shown = photo_caption(image, None, decoding, beam_size, top_k, max_length)
+        caption, shown = photo_caption(image, None, decoding, beam_size, top_k, max_length, require_concepts)
         return caption, *_details(shown.result), shown
 
     def caption_video(
@@ -219,9 +223,10 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         beam_size: float = default_beam,
         top_k: float = DEFAULT_TOP_K,
         max_length: float = DEFAULT_MAX_LENGTH,
+        require_concepts: float = default_require,
     ) -> tuple:
         """The API's /caption_video: as /caption, and the timeline of segment captions."""
-        caption, shown = clip_caption(video, decoding, beam_size, top_k, max_length)
+        caption, shown = clip_caption(video, decoding, beam_size, top_k, max_length, require_concepts)
         return caption, *_details(shown.result), shown, _timeline(shown.result)
 
     def image_attention(
@@ -230,11 +235,13 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         beam_size: float = default_beam,
         top_k: float = DEFAULT_TOP_K,
         max_length: float = DEFAULT_MAX_LENGTH,
+        require_concepts: float = default_require,
         shown: Shown | None = None,
     ) -> list:
         """Per-word heatmaps over the photo for its caption with these settings (the session's
         result when it is that one, as after a click; otherwise captioned here)."""
-        result = photo_for(image, _options(decoding, beam_size, top_k, max_length), shown).result
+        options = _options(decoding, beam_size, top_k, max_length, require_concepts)
+        result = photo_for(image, options, shown).result
         try:
             picture = load_image(image, min_size=OVERLAY_SIZE)
         except MediaError as error:
@@ -248,10 +255,12 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         beam_size: float = default_beam,
         top_k: float = DEFAULT_TOP_K,
         max_length: float = DEFAULT_MAX_LENGTH,
+        require_concepts: float = default_require,
         shown: Shown | None = None,
     ) -> list:
         """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
-        result = clip_for(video, _options(decoding, beam_size, top_k, max_length), shown).result
+        options = _options(decoding, beam_size, top_k, max_length, require_concepts)
+        result = clip_for(video, options, shown).result
         if not isinstance(result, VideoCaptionResult) or not result.segments:
             return []
         middle = result.segments[len(result.segments) // 2].thumbnail
@@ -300,6 +309,14 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                     beam_size = gr.Slider(2, 8, value=default_beam, step=1, label="Beam size (beam search)")
                     top_k = gr.Slider(1, 10, value=DEFAULT_TOP_K, step=1, label="Top-k words shown per step")
                     max_length = gr.Slider(5, 30, value=DEFAULT_MAX_LENGTH, step=1, label="Maximum words")
+                    require_concepts = gr.Slider(  # constrained beam search (concept decoders)
+                        0,
+                        1,
+                        value=default_require,
+                        step=0.05,
+                        label="Name every concept at least this probable (0 = off)",
+                        visible=reads_concepts,
+                    )
             with gr.Column(scale=1):
                 caption = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
                 concepts = gr.Markdown(elem_id="concepts")  # the ImageNet concepts behind the caption
@@ -328,7 +345,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         last = gr.State(time_to_live=3600)  # the session's last result (a Shown), freed after an hour
         ready = gr.State(time_to_live=3600)  # the photo's caption, made as the photo arrived (a Shown)
 
-        settings = [decoding, beam_size, top_k, max_length]
+        settings = [decoding, beam_size, top_k, max_length, require_concepts]
         details = [coloured, table, chart, word, concepts]
         # The API's endpoints answer everything at once (no trigger: API only). A click answers
         # the caption alone, which the browser shows at once; the details follow from the

@@ -7,7 +7,7 @@ vocabulary and the preprocessing, all rebuilt from one checkpoint.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.concepts import Concept, ConceptReader, ImageConceptWords
-from captioner.decoding import Decoded, beam_search, greedy_decode, sample_decode
+from captioner.decoding import Decoded, beam_search, constrained_beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
 from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, check_decoding_options, check_frame_count
@@ -89,6 +89,12 @@ class VideoCaptionResult(CaptionResult):
         ).to_dict()
         segments = [{"start": s.start, "end": s.end, "caption": s.result.caption} for s in self.segments]
         return {**base, "frame_times": self.frame_times, "segments": segments}
+
+
+def _names_all(decoded: Decoded, required: Iterable[frozenset[int]]) -> bool:
+    """Whether the caption holds a token of every required set."""
+    tokens = set(decoded.token_ids)
+    return all(not tokens.isdisjoint(names) for names in required)
 
 
 def _thumbnail(image: Image.Image, size: int = 320) -> Image.Image:
@@ -230,18 +236,23 @@ class Captioner:
         sample: bool = False,
         top_p: float = 1.0,
         seed: int | None = None,
+        require_concepts: float | None = None,
     ) -> list[CaptionResult]:
         """Decode encoder features: greedy when ``beam_size`` is 1, beam search otherwise
         (``length_penalty``, ``no_repeat_ngram``: see :func:`~captioner.decoding.beam_search`),
         or, with ``sample=True``, sampling at ``temperature`` from the ``top_p`` nucleus
-        (``seed`` makes it repeatable). Settings left at None take the checkpoint's defaults
-        (:attr:`default_decoding`: the decoding chosen on ``val`` and the calibrated temperature,
-        which changes the shown probabilities, not greedy words)."""
+        (``seed`` makes it repeatable). ``require_concepts`` p > 0 (concept decoders): a caption
+        that leaves out a slot concept of probability p or more is searched again by constrained
+        beam search (:func:`~captioner.decoding.constrained_beam_search`, ``beam_size`` beams per
+        set of concepts named), so that it names every such concept. Settings left at None take the
+        checkpoint's defaults (:attr:`default_decoding`: the decoding chosen on ``val`` and the
+        calibrated temperature, which changes the shown probabilities, not greedy words)."""
         defaults = self.default_decoding
         beam_size = defaults["beam_size"] if beam_size is None else beam_size
         length_penalty = defaults["length_penalty"] if length_penalty is None else length_penalty
         no_repeat_ngram = defaults["no_repeat_ngram"] if no_repeat_ngram is None else no_repeat_ngram
         temperature = defaults["temperature"] if temperature is None else temperature
+        require = defaults["require_concepts"] if require_concepts is None else require_concepts
         check_decoding_options(
             beam_size=beam_size,
             top_k=top_k,
@@ -251,14 +262,21 @@ class Captioner:
             temperature=temperature,
             top_p=top_p,
             seed=seed,
+            require_concepts=require,
             vocab_size=len(self.vocab),
         )
+        if require_concepts and not self.checkpoint.model.reads_concepts:
+            raise ValueError("require_concepts needs a checkpoint whose decoder reads concepts (concept_attention)")
+        if require_concepts and sample:
+            raise ValueError("require_concepts works with greedy decoding and beam search, not with sampling")
         ids = {
             "start_id": self.vocab.start_id,
             "end_id": self.vocab.end_id,
             "suppress_ids": self.vocab.never_generated_ids,
         }
         common = {"max_length": max_length, "top_k": top_k, "temperature": temperature, **ids}
+        reads_concepts = self.checkpoint.model.reads_concepts
+        read = ConceptReader(self.checkpoint.model, self.checkpoint.concepts).read(features) if reads_concepts else None
         if sample:
             generator = torch.Generator(device=features.device)
             generator.manual_seed(seed if seed is not None else torch.seed())
@@ -274,11 +292,28 @@ class Captioner:
                 no_repeat_ngram=no_repeat_ngram,
                 **common,
             )
+        named = [c.naming_tokens(require, self.vocab.tokens) for c in read] if read and require and not sample else []
+        # captions that leave out a concept the head is sure of: searched again, requiring it
+        searched_for = {i: n for i, (d, n) in enumerate(zip(decoded, named)) if not _names_all(d, n.values())}
+        if searched_for:
+            rows = list(searched_for)
+            searched = constrained_beam_search(
+                self.model,
+                features[rows],
+                [list(n.values()) for n in searched_for.values()],
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                no_repeat_ngram=no_repeat_ngram,
+                **common,
+            )
+            for i, again in zip(rows, searched):
+                decoded[i] = again
         grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
-        if not self.checkpoint.model.reads_concepts:
+        if read is None:
             return [self._result(d, grid) for d in decoded]
-        reader = ConceptReader(self.checkpoint.model, self.checkpoint.concepts)
-        return [self._result(d, grid, concepts) for d, concepts in zip(decoded, reader.read(features))]
+        return [
+            self._result(d, grid, concepts, searched_for.get(i)) for i, (d, concepts) in enumerate(zip(decoded, read))
+        ]
 
     @property
     def default_decoding(self) -> dict[str, Any]:
@@ -290,6 +325,7 @@ class Captioner:
             "length_penalty": float(stored.get("length_penalty", 0.0)),
             "no_repeat_ngram": int(stored.get("no_repeat_ngram", 0)),
             "temperature": float(stored.get("temperature", 1.0)),
+            "require_concepts": float(stored.get("require_concepts", 0.0)),
         }
 
     @property
@@ -298,12 +334,20 @@ class Captioner:
         return self.checkpoint.model.has_attention
 
     def _result(
-        self, decoded: Decoded, grid: tuple[int, int] | None = None, concepts: ImageConceptWords | None = None
+        self,
+        decoded: Decoded,
+        grid: tuple[int, int] | None = None,
+        concepts: ImageConceptWords | None = None,
+        required: dict[str, frozenset[int]] | None = None,
     ) -> CaptionResult:
+        """``required``: the concepts a caption searched again had to name, with their tokens (those
+        words are marked as the concept's, copied or not)."""
+        from_concept = {token: concept for concept, tokens in (required or {}).items() for token in tokens}
+
         def word(token_id: int) -> tuple[str, str | None]:
-            """The token's word, and the concept word it was copied from (None: not a copy)."""
+            """The token's word, and the concept word it came from (None: not from a concept)."""
             copied = concepts.copy_of(token_id) if concepts is not None else None
-            return copied if copied is not None else (self.vocab.tokens[token_id], None)
+            return copied if copied is not None else (self.vocab.tokens[token_id], from_concept.get(token_id))
 
         kept = [(step, word(step.token_id)) for step in decoded.steps if step.token_id != self.vocab.end_id]
         steps = [

@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature", type=float, help="softmax temperature (default: the checkpoint's calibrated one)"
     )
     caption.add_argument("--top-p", type=float, default=1.0, help="nucleus size for --sample")
+    caption.add_argument(
+        "--require-concepts",
+        type=float,
+        metavar="P",
+        help="name every ImageNet concept of probability P or more (constrained beam search; 0 = off; "
+        "default: the checkpoint's choice; concept decoders)",
+    )
     caption.add_argument("--seed", type=int, help="random seed for --sample")
     caption.add_argument(
         "--precision", choices=DECODER_PRECISIONS, help="decoder weight precision (default: fp16 on the CPU)"
@@ -94,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sample": args.sample,
         "top_p": args.top_p,
         "seed": args.seed,
+        "require_concepts": args.require_concepts,
     }
     try:
         check_decoding_options(**{k: v for k, v in options.items() if k != "sample"})
@@ -110,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         captioner = Captioner.load(args.checkpoint, decoder_precision=args.precision, trace_encoder=trace)
     except (CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.require_concepts and not captioner.checkpoint.model.reads_concepts:
+        print("error: --require-concepts needs a checkpoint whose decoder reads concepts", file=sys.stderr)
+        return 2
+    if args.require_concepts and args.sample:
+        print("error: --require-concepts works with greedy decoding and beam search, not --sample", file=sys.stderr)
         return 2
     try:
         failures = _caption_all(captioner, paths, args, options)

@@ -89,12 +89,21 @@ class ConceptTable:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """What a checkpoint stores (caption forms are for training only)."""
-        return {"words": list(self.words), "plurals": list(self.plurals), "class_words": list(self.class_words)}
+        """What a checkpoint stores."""
+        return {
+            "words": list(self.words),
+            "plurals": list(self.plurals),
+            "class_words": list(self.class_words),
+            "caption_forms": [list(forms) for forms in self.caption_forms],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConceptTable:
-        return cls(tuple(data["words"]), tuple(data["plurals"]), tuple(int(i) for i in data["class_words"]))
+        """The table :meth:`to_dict` wrote (checkpoints from before caption forms were stored have none)."""
+        forms = tuple(tuple(str(form) for form in row) for row in data.get("caption_forms", ()))
+        if forms and len(forms) != len(data["words"]):
+            raise ValueError("a concept table needs caption forms for every word, or none")
+        return cls(tuple(data["words"]), tuple(data["plurals"]), tuple(int(i) for i in data["class_words"]), forms)
 
     def forms(self, word_id: int) -> tuple[set[str], set[str]]:
         """The caption words that name concept ``word_id``: (singular forms, plural forms)."""
@@ -252,12 +261,29 @@ class ImageConceptWords:
     shown: list[Concept]
     table: ConceptTable = field(repr=False)
     base_vocab_size: int
+    slot_scores: list[float] = field(default_factory=list)  # each slot's probability (0 where empty)
 
     def copy_of(self, token_id: int) -> tuple[str, str] | None:
         """(the word written, its concept word) for a copy token ("cats", "cat"); None for other
         tokens and for empty slots."""
         filled = fill_slot(token_id, self.slots, self.table, self.base_vocab_size)
         return (filled[0], self.table.words[self.slots[filled[1]]]) if filled is not None else None
+
+    def naming_tokens(self, min_prob: float, vocabulary: Sequence[str]) -> dict[str, frozenset[int]]:
+        """Each slot concept of probability ``min_prob`` or more, with the tokens that name it: its
+        two copy tokens, and the word, its plural and its caption forms ("bike" for "bicycle")
+        where ``vocabulary`` (the decoder's tokens) holds them. What a caption must contain to
+        name the image's confident concepts."""
+        index = {token: i for i, token in enumerate(vocabulary[: self.base_vocab_size])}
+        slots = len(self.slots)
+        named = {}
+        for slot, (word_id, prob) in enumerate(zip(self.slots, self.slot_scores)):
+            if word_id < 0 or prob < min_prob:
+                continue
+            forms = set.union(*self.table.forms(word_id))  # the word, its plural, its caption forms
+            tokens = {self.base_vocab_size + slot, self.base_vocab_size + slots + slot}
+            named[self.table.words[word_id]] = frozenset(tokens | {index[w] for w in forms if w in index})
+        return named
 
 
 class ConceptReader:
@@ -287,7 +313,8 @@ class ConceptReader:
                 top = probs[row, members].topk(min(self.classes_per_word, len(members)))
                 classes = [(names[int(members[i])], float(p)) for p, i in zip(top.values, top.indices)]
                 shown.append(Concept(self.table.words[word_id], score, classes, word_id in image_slots))
-            read.append(ImageConceptWords(image_slots, shown, self.table, self.model.base_vocab_size))
+            slot_scores = [score if word_id >= 0 else 0.0 for word_id, score in zip(image_slots, image_scores)]
+            read.append(ImageConceptWords(image_slots, shown, self.table, self.model.base_vocab_size, slot_scores))
         return read
 
     @staticmethod

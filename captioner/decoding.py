@@ -1,4 +1,4 @@
-"""Decoding over a model's ``init_state`` / ``step``: greedy, beam search and sampling.
+"""Decoding over a model's ``init_state`` / ``step``: greedy, beam search (also constrained) and sampling.
 
 Written once and used by evaluation, the CLI and the app. Every step records the chosen
 token, its probability and the top-k candidates from the same softmax that chose it.
@@ -7,13 +7,22 @@ token, its probability and the top-k candidates from the same softmax that chose
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Step", "Decoded", "StepModel", "CompiledGreedy", "greedy_decode", "beam_search", "sample_decode"]
+__all__ = [
+    "Step",
+    "Decoded",
+    "StepModel",
+    "CompiledGreedy",
+    "greedy_decode",
+    "beam_search",
+    "constrained_beam_search",
+    "sample_decode",
+]
 
 
 class StepModel(Protocol):
@@ -279,7 +288,7 @@ def _beam_search_one(
     per-step top-k and attention stay tensors, and ``Step`` objects are built for the winner only."""
 
     def normalised(log_prob: float, length: int) -> float:
-        return log_prob / (max(length, 1) ** length_penalty)
+        return _normalised(log_prob, length, length_penalty)
 
     distribution = _WordDistribution(temperature, suppress_ids, features.device)
     state = model.init_state(features)  # one hypothesis to start
@@ -327,6 +336,138 @@ def _beam_search_one(
         finished.extend((normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist()))
     _, links, log_prob, ended = max(finished, key=lambda item: item[0])
     return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
+
+
+@torch.inference_mode()
+def constrained_beam_search(
+    model: StepModel,
+    features: torch.Tensor,
+    constraints: Sequence[Sequence[frozenset[int]]],
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int = 1,
+    max_length: int = 20,
+    top_k: int = 5,
+    length_penalty: float = 0.0,
+    temperature: float = 1.0,
+    suppress_ids: tuple[int, ...] = (),
+    no_repeat_ngram: int = 0,
+) -> list[Decoded]:
+    """Beam search whose caption of image ``i`` contains one token of each set in ``constraints[i]``
+    (constrained beam search, Anderson et al. 2017).
+
+    Every subset of an image's constraints met so far keeps ``beam_size`` hypotheses of its own,
+    so a required word enters where the model finds the rest of the sentence most probable,
+    not at the first step it is allowed. The caption is the best finished hypothesis that meets
+    all the constraints; where none does within ``max_length``, the best that meets the most.
+    An image without constraints gets :func:`beam_search`'s caption (greedy's at ``beam_size`` 1).
+    Ranking, ``no_repeat_ngram`` and the recorded probabilities are as in :func:`beam_search`.
+    """
+    if beam_size < 1:
+        raise ValueError("beam_size must be at least 1")
+    if len(constraints) != features.shape[0]:
+        raise ValueError(f"{len(constraints)} constraint lists for {features.shape[0]} images")
+    options = {
+        "start_id": start_id,
+        "end_id": end_id,
+        "beam_size": beam_size,
+        "max_length": max_length,
+        "top_k": top_k,
+        "length_penalty": length_penalty,
+        "temperature": temperature,
+        "suppress_ids": suppress_ids,
+        "no_repeat_ngram": no_repeat_ngram,
+    }
+    return [
+        _constrained_one(model, features[i : i + 1], [set(c) for c in sets if c], **options)
+        if any(sets)
+        else _beam_search_one(model, features[i : i + 1], **options)
+        for i, sets in enumerate(constraints)
+    ]
+
+
+def _constrained_one(
+    model: StepModel,
+    features: torch.Tensor,
+    sets: list[set[int]],
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int,
+    max_length: int,
+    top_k: int,
+    length_penalty: float,
+    temperature: float,
+    suppress_ids: tuple[int, ...],
+    no_repeat_ngram: int,
+) -> Decoded:
+    """Constrained beam search for one image: hypotheses are grouped by the bit mask of the
+    constraints they meet, and each group keeps its own best ``beam_size``."""
+    device = features.device
+    full = (1 << len(sets)) - 1
+    distribution = _WordDistribution(temperature, suppress_ids, device)
+    state = model.init_state(features)
+    tokens = torch.tensor([start_id], device=device)
+    scores = torch.zeros(1, device=device)
+    met = torch.zeros(1, dtype=torch.long, device=device)  # each hypothesis's constraints met, as bits
+    histories: list[list[_Link]] = [[]]
+    finished: list[tuple[int, float, list[_Link], float, bool]] = []  # (met, rank score, links, log-prob, ended)
+    records = []
+    bits: torch.Tensor | None = None  # (V,) the constraints each word meets
+    exhausted = False
+    for t in range(max_length):
+        logits, state = model.step(tokens, state)
+        log_p = distribution(logits)
+        if bits is None:
+            bits = torch.zeros(log_p.shape[1], dtype=torch.long, device=device)
+            for number, tokens_of_set in enumerate(sets):
+                bits[sorted(tokens_of_set)] |= 1 << number
+        top_log_p, top_ids = log_p.topk(top_k, dim=-1)
+        records.append((top_log_p, top_ids, model.attention_weights(state)))
+        allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
+        candidates = scores[:, None] + allowed  # (n_alive, V)
+        landing = met[:, None] | bits[None, :]  # the group each continuation joins
+        landing[:, end_id] = met  # <end> meets nothing
+        vocab = log_p.shape[1]
+        alive: list[tuple[int, int, float, int, list[_Link]]] = []  # (parent, word, score, met, links)
+        for group in range(full + 1):
+            in_group = torch.where(landing == group, candidates, float("-inf")).view(-1)
+            best_scores, best_flat = in_group.topk(min(2 * beam_size, in_group.numel()))
+            ranked = zip(best_flat.tolist(), best_scores.tolist(), log_p.view(-1)[best_flat].tolist())
+            kept = 0
+            for rank, (flat, score, word_log_p) in enumerate(ranked):
+                if score == float("-inf"):
+                    break
+                parent, word = divmod(flat, vocab)
+                history = [*histories[parent], (t, parent, word, word_log_p)]
+                if word == end_id:
+                    if rank < beam_size:
+                        finished.append((group, _normalised(score, len(history), length_penalty), history, score, True))
+                elif kept < beam_size:
+                    alive.append((parent, word, score, group, history))
+                    kept += 1
+        if sum(group == full for group, *_ in finished) >= beam_size or not alive:
+            break
+        parents, words, alive_scores, groups, histories = (list(column) for column in zip(*alive))
+        state = model.select_state(state, torch.tensor(parents, device=device))
+        tokens = torch.tensor(words, device=device)
+        scores = torch.tensor(alive_scores, device=device)
+        met = torch.tensor(groups, dtype=torch.long, device=device)
+    else:
+        exhausted = True  # max_length reached: the live hypotheses compete unfinished
+    if exhausted or not finished:  # (or every continuation was blocked)
+        finished.extend(
+            (group, _normalised(score, len(h), length_penalty), h, score, False)
+            for group, h, score in zip(met.tolist(), histories, scores.tolist())
+        )
+    *_, links, log_prob, ended = max(finished, key=lambda item: (item[0].bit_count(), item[1]))
+    return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
+
+
+def _normalised(log_prob: float, length: int, length_penalty: float) -> float:
+    """A hypothesis's rank score: ``log_prob / length ** length_penalty``."""
+    return log_prob / (max(length, 1) ** length_penalty)
 
 
 def _beam_step(records: list, link: _Link) -> Step:

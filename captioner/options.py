@@ -44,6 +44,7 @@ def check_decoding_options(
     temperature: Any = None,
     top_p: Any = 1.0,
     seed: Any = None,
+    require_concepts: Any = None,
     vocab_size: int | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the first option out of its range (None: the default, allowed).
@@ -57,6 +58,7 @@ def check_decoding_options(
     _number("length_penalty", length_penalty, -10.0, 10.0, "0 = none, 1 = divide by the length")
     _number("temperature", temperature, *TEMPERATURES, "1 = the model's own probabilities", low_open=False)
     _number("top_p", top_p, 0.0, 1.0, "the nucleus's share of probability", low_open=True)
+    _number("require_concepts", require_concepts, 0.0, 1.0, "0 = off; concepts this probable must be named")
 
 
 def check_frame_count(num_frames: Any) -> None:

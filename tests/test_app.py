@@ -17,6 +17,11 @@ from captioner.cli import main as cli_main
 DEMO = Path(__file__).resolve().parent.parent / "demo"
 
 
+# the settings after the decoding radio, as the page sends them: beam size, top-k, maximum words and
+# the probability from which a concept must be named (the checkpoint's default)
+SETTINGS = (3, 5, 20, 0.8)
+
+
 @pytest.fixture(scope="module")
 def client():
     with running_app() as url:
@@ -100,7 +105,7 @@ def test_a_click_answers_the_caption_alone_and_the_details_follow(client, dog_ph
     assert details.trigger_after == painted._id
     heatmaps = _event("attention")
     assert heatmaps.trigger_after == details._id and heatmaps.trigger_only_on_success
-    caption, shown = click.fn(str(dog_photo), None, "greedy", 3, 5, 20)
+    caption, shown = click.fn(str(dog_photo), None, "greedy", *SETTINGS)
     words, table, *_ = details.fn(shown)
     api_caption, api_words, api_table, *_ = _event("caption").fn(str(dog_photo))
     assert caption == api_caption and mentions_dog(caption)
@@ -112,14 +117,14 @@ def test_a_photo_is_captioned_as_it_arrives_and_the_click_shows_that_caption(cli
     shows that result, and one with other settings captions again."""
     arrived, click = _event("photo_arrived"), _event("photo")
     assert arrived.show_progress == "hidden"
-    ready = arrived.fn(str(dog_photo), "greedy", 3, 5, 20)
+    ready = arrived.fn(str(dog_photo), "greedy", *SETTINGS)
     assert ready is not None and mentions_dog(ready.result.caption)
-    caption, shown = click.fn(str(dog_photo), ready, "greedy", 3, 5, 20)
+    caption, shown = click.fn(str(dog_photo), ready, "greedy", *SETTINGS)
     assert shown is ready and caption == ready.result.caption
-    _, other = click.fn(str(dog_photo), ready, "beam search", 3, 5, 20)
+    _, other = click.fn(str(dog_photo), ready, "beam search", *SETTINGS)
     assert other is not ready and other.options["beam_size"] == 3
-    assert arrived.fn(None, "greedy", 3, 5, 20) is None
-    assert arrived.fn(str(dog_photo.with_name("missing.jpg")), "greedy", 3, 5, 20) is None
+    assert arrived.fn(None, "greedy", *SETTINGS) is None
+    assert arrived.fn(str(dog_photo.with_name("missing.jpg")), "greedy", *SETTINGS) is None
 
 
 def test_the_clip_timeline_shows_only_for_clips(client, dog_photo, tmp_path):
@@ -130,7 +135,7 @@ def test_the_clip_timeline_shows_only_for_clips(client, dog_photo, tmp_path):
     assert timeline["props"]["visible"] is False
     for name in ("photo", "photo_details", "caption"):
         assert "timeline" not in {block.elem_id for block in _event(name).outputs}
-    _, shown = _event("clip").fn(str(write_clip(tmp_path / "dog.mp4", dog_photo)), "greedy", 3, 5, 20)
+    _, shown = _event("clip").fn(str(write_clip(tmp_path / "dog.mp4", dog_photo)), "greedy", *SETTINGS)
     *_, update = _event("clip_details").fn(shown)
     assert update["visible"] is True and len(update["value"]) == 4
 
@@ -206,3 +211,14 @@ def test_a_photo_click_shows_a_small_spinner_not_the_overlay(client):
     """Drawing the full progress overlay over the caption delayed it (benchmarks.browser_click)."""
     assert _event("photo").show_progress == "minimal"
     assert _event("photo_arrived").show_progress == "hidden"
+
+
+def test_a_confident_concept_is_named_and_can_be_switched_off(client):
+    """By default (the checkpoint's 0.8) Chelsea's caption names the cat the head is sure of and
+    marks it; at 0 the decoder's own caption, which calls her a dog, is back."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    caption, _, table, *_, concepts = client.predict(handle_file(str(chelsea)), api_name="/caption")
+    assert "cat" in caption.split() and "cat ◆" in [row[1] for row in table["data"]]
+    assert "in the caption" in concepts
+    free, *_ = client.predict(handle_file(str(chelsea)), "greedy", 3, 5, 20, 0, api_name="/caption")
+    assert "cat" not in free.split()

@@ -11,6 +11,9 @@ from media_helpers import mentions_dog, write_clip, write_rotated_clip
 from PIL import Image
 
 from captioner import Captioner, MediaError
+from captioner.checkpoint import save_checkpoint
+from captioner.config import ModelConfig
+from captioner.decoders.show_and_tell import ShowAndTellDecoder
 from training.feature_cache import _ImageFolder
 
 
@@ -128,3 +131,32 @@ def test_the_shipped_decoder_reads_and_copies_the_encoders_concepts(shipped: Cap
     result = shipped.caption(mini_corpus / "images" / "282116218_7fd7583d6e.jpg", beam_size=1)
     assert any(step.concept == "dog" and step.word == "dog" for step in result.steps), result.caption
     assert "<concept" not in result.caption
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_confident_concept_is_named_when_required(shipped: Captioner, beam_size):
+    """The shipped decoder alone writes "dog" for Chelsea; required, the cat the head is sure of
+    (0.96) is named, and its word is marked as the concept's."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    free = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0)
+    named = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0.7)
+    assert "cat" not in free.caption.split()
+    assert "cat" in named.caption.split(), named.caption
+    assert [step.concept for step in named.steps if step.word == "cat"] == ["cat"]
+    assert named.finished
+    unsure = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0.99)  # nothing that probable
+    assert unsure.caption == free.caption
+
+
+def test_required_concepts_are_checked(shipped: Captioner, small_vocab, tmp_path):
+    photo = np.zeros((32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="require_concepts must be"):
+        shipped.caption(photo, require_concepts=1.5)
+    with pytest.raises(ValueError, match="not with sampling"):
+        shipped.caption(photo, require_concepts=0.5, sample=True)
+    config = ModelConfig(feature_dim=1280, vocab_size=len(small_vocab), embed_dim=12, hidden_dim=20)
+    no_concepts = save_checkpoint(
+        tmp_path / "m.safetensors", ShowAndTellDecoder(config), small_vocab, shipped.checkpoint.encoder
+    )
+    with pytest.raises(ValueError, match="reads concepts"):
+        Captioner.load(no_concepts, trace_encoder=False).caption(photo, require_concepts=0.5)

@@ -106,3 +106,17 @@ def test_closed_standard_output_is_an_error_not_a_silent_success(dog_photo):
     done = _cli(shlex.quote(str(dog_photo)), ">&-")
     assert done.returncode == 2
     assert "standard output is closed" in done.stderr
+
+
+def test_cli_names_a_required_concept_and_refuses_a_bad_probability(capsys):
+    chelsea = os.path.join(os.path.dirname(__file__), "..", "demo", "chelsea.jpg")
+    assert main(["caption", "--require-concepts", "0.7", "--concepts", chelsea]) == 0
+    _, caption, concepts = capsys.readouterr().out.strip().split("\t")
+    assert "cat" in caption.split() and "→ cat" in concepts
+    assert main(["caption", "--require-concepts", "0", chelsea]) == 0
+    assert "cat" not in capsys.readouterr().out.split()
+    with pytest.raises(SystemExit) as refused:
+        main(["caption", "--require-concepts", "1.5", chelsea])
+    assert refused.value.code == 2 and "--require-concepts must be" in capsys.readouterr().err
+    assert main(["caption", "--require-concepts", "0.5", "--sample", chelsea]) == 2
+    assert "not --sample" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from captioner.decoding import beam_search, greedy_decode, sample_decode
+from captioner.decoding import beam_search, constrained_beam_search, greedy_decode, sample_decode
 
 
 def _ids(vocab):
@@ -92,3 +94,53 @@ def test_no_repeat_ngram_blocks_repeats_that_plain_beam_search_makes(small_model
     assert not any(_repeats(d.token_ids, n) for d in blocked)
     for sequence in blocked:  # the recorded probabilities stay the model's own
         assert all(0.0 < step.prob <= 1.0 for step in sequence.steps)
+
+
+def _contains_one_of_each(token_ids: list[int], sets: list[frozenset[int]]) -> bool:
+    return all(not tokens.isdisjoint(token_ids) for tokens in sets)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_constrained_search_names_every_required_word(small_model, small_vocab, beam_size):
+    torch.manual_seed(5)
+    features = torch.randn(6, 16) * 3
+    options = {"beam_size": beam_size, "max_length": 12, "top_k": 3, **_ids(small_vocab)}
+    plain = beam_search(small_model, features, **options)
+    words = [small_vocab.id_of(w) for w in ("cat", "grass", "mat", "play")]
+    constraints = [[frozenset({words[i % 4]}), frozenset({words[(i + 1) % 4], words[(i + 2) % 4]})] for i in range(6)]
+    constrained = constrained_beam_search(small_model, features, constraints, **options)
+    assert sum(not _contains_one_of_each(d.token_ids, c) for d, c in zip(plain, constraints)) >= 3
+    for decoded, sets in zip(constrained, constraints):
+        assert decoded.finished or len(decoded.steps) == 12
+        assert _contains_one_of_each(decoded.token_ids, sets)
+        assert decoded.log_prob == pytest.approx(sum(math.log(step.prob) for step in decoded.steps), abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_constrained_search_without_constraints_is_beam_search(small_model, small_vocab, beam_size):
+    torch.manual_seed(6)
+    features = torch.randn(3, 16) * 3
+    options = {"beam_size": beam_size, "max_length": 12, "top_k": 3, **_ids(small_vocab)}
+    plain = beam_search(small_model, features, **options)
+    unconstrained = constrained_beam_search(small_model, features, [[], [frozenset()], []], **options)
+    assert [d.token_ids for d in unconstrained] == [d.token_ids for d in plain]
+
+
+def test_a_constraint_that_cannot_be_met_leaves_the_best_caption_meeting_the_others(small_model, small_vocab):
+    torch.manual_seed(7)
+    features = torch.randn(2, 16) * 3
+    options = {"beam_size": 2, "max_length": 10, "top_k": 3, **_ids(small_vocab)}
+    never = frozenset({small_vocab.unk_id})  # suppressed: never generated
+    cat = frozenset({small_vocab.id_of("cat")})
+    decoded = constrained_beam_search(
+        small_model, features, [[never, cat], [never]], suppress_ids=small_vocab.never_generated_ids, **options
+    )
+    assert small_vocab.unk_id not in decoded[0].token_ids + decoded[1].token_ids
+    assert cat <= set(decoded[0].token_ids)
+    plain = beam_search(small_model, features[1:], suppress_ids=small_vocab.never_generated_ids, **options)
+    assert decoded[1].token_ids == plain[0].token_ids
+
+
+def test_constrained_search_needs_one_constraint_list_per_image(small_model, small_vocab):
+    with pytest.raises(ValueError, match="constraint lists for 2 images"):
+        constrained_beam_search(small_model, torch.randn(2, 16), [[]], **_ids(small_vocab))

@@ -23,6 +23,9 @@ BAD_OPTIONS = [
     ({"max_length": 10**6}, "max_length"),
     ({"top_k": 0}, "top_k"),
     ({"length_penalty": float("nan")}, "length_penalty"),
+    ({"require_concepts": -0.1}, "require_concepts"),
+    ({"require_concepts": 1.5}, "require_concepts"),
+    ({"require_concepts": float("nan")}, "require_concepts"),
 ]
 
 
@@ -36,6 +39,8 @@ def test_defaults_and_ordinary_values_pass():
     check_decoding_options()
     check_decoding_options(beam_size=3, top_k=5, max_length=20, length_penalty=0.7, no_repeat_ngram=3)
     check_decoding_options(temperature=0.8, top_p=0.9, seed=2**64 - 1, vocab_size=10)
+    check_decoding_options(require_concepts=0.0)
+    check_decoding_options(require_concepts=0.8)
     check_frame_count(8)
 
 

@@ -36,6 +36,7 @@ def evaluate(
     beam_size: int | None = None,
     length_penalty: float | None = None,
     no_repeat_ngram: int | None = None,
+    require_concepts: float | None = None,
     max_length: int = 20,
     batch_size: int = 32,
     limit: int = 0,
@@ -44,7 +45,12 @@ def evaluate(
     """Caption every image of ``split`` and score the captions; returns metrics and samples.
 
     Decoding settings left at None are the checkpoint's defaults (what the app uses)."""
-    chosen = {"beam_size": beam_size, "length_penalty": length_penalty, "no_repeat_ngram": no_repeat_ngram}
+    chosen = {
+        "beam_size": beam_size,
+        "length_penalty": length_penalty,
+        "no_repeat_ngram": no_repeat_ngram,
+        "require_concepts": require_concepts,
+    }
     decoding = {k: captioner.default_decoding[k] if v is None else v for k, v in chosen.items()}
     images = [image for image in load_corpus(data, annotations=annotations) if image.split == split]
     if limit:
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--beam", type=int, help="default: the checkpoint's decoding (what the app uses)")
     parser.add_argument("--length-penalty", type=float)
     parser.add_argument("--no-repeat-ngram", type=int)
+    parser.add_argument("--require-concepts", type=float, help="concepts this probable must be named (0 = off)")
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         beam_size=args.beam,
         length_penalty=args.length_penalty,
         no_repeat_ngram=args.no_repeat_ngram,
+        require_concepts=args.require_concepts,
         max_length=args.max_length,
         batch_size=args.batch_size,
         limit=args.limit,

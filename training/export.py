@@ -36,7 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     metrics = dict(checkpoint.metrics)
     for name, report in args.report:
         metrics[name] = report["metrics"]
-        keys = ("split", "images", "beam_size", "length_penalty", "no_repeat_ngram", "max_length", "java")
+        keys = (
+            "split",
+            "images",
+            "beam_size",
+            "length_penalty",
+            "no_repeat_ngram",
+            "require_concepts",
+            "max_length",
+            "java",
+        )
         metrics[f"{name}_settings"] = {k: report[k] for k in keys if k in report}
     dataclasses.replace(checkpoint, metrics=metrics).save(args.out)
     summary = {

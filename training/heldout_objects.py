@@ -5,8 +5,9 @@
 Every training image whose captions mention one of eight objects
 (:data:`training.mentions.HELD_OUT_OBJECTS`: bicycle, boat, car, camera, bench, swing, motorcycle,
 ball, with their synonyms) is removed; the same cross-entropy recipe then trains the soft-attention
-decoder and the concept decoder on what is left, and the concept decoder's copy bias and slot
-threshold are chosen on ``val`` by the objects' mean F1 (:mod:`training.tune_concepts`). On
+decoder and the concept decoder on what is left, and the concept decoder's copy bias, slot
+threshold and required concepts (constrained beam search) are chosen on ``val`` by the objects'
+mean F1 (:mod:`training.tune_concepts`). On
 ``test``, each model's default captions are scored for each object by the F1 of mentioning it (an
 image shows it when at least two of its five references mention it), for invented subjects
 (:func:`training.mentions.invented_subjects`), and with METEOR and CIDEr on the
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "mean_f1",
                     ]
                     + ["--biases", "0", "1.5", "3", "--thresholds", "0.1", "0.2", "--apply"]
+                    + ["--require-concepts", "0", "0.1", "0.2", "0.3"]
                 )
                 os.replace(run_dir / "tuning.safetensors", tuned)
             best = tuned

@@ -7,8 +7,8 @@ Each stage is one ``python -m training.<script>`` command, run as a process of i
 soft-attention model by cross-entropy and two self-critical stages, its conversion to the
 concept decoder, a self-critical stage with the copy term, the copy tokens fitted, two
 self-critical stages that finish the sentences (the second with the references' cross-entropy
-beside the reward), the copy tokens fitted again, the copy bias, temperature and decoding chosen
-on ``val``, ``test`` read once, and the export. A stage that
+beside the reward), the copy tokens fitted again, the copy bias, temperature and decoding (with the
+probability from which a caption must name a concept) chosen on ``val``, ``test`` read once, and the export. A stage that
 finishes leaves a marker in ``<root>/done/``; run the same command again after an interruption
 and the finished stages are skipped while the training stages resume from their ``last.pt``.
 ``--until STAGE`` stops after that stage. About 4.5 hours of compute on a 2-core CPU.
@@ -58,7 +58,9 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
     ship, test = str(root / "ship.safetensors"), str(root / "test.json")
     xe = "--decoder soft_attention --image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-window 50"
     scst = "--baseline mean --lr 5e-5"
-    decoding = "--beams 1 --apply"  # greedy: the app shows each step's top words; beam 3 is measured in docs/
+    # greedy: the app shows each step's top words (beam 3 is measured in docs/); concepts the head
+    # is sure of and a caption leaves out, searched for again from the probability chosen on val
+    decoding = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
     finished = ("--fewest-unfinished", "--apply")
     complete = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"  # sentences that finish
     return [
