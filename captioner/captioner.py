@@ -292,7 +292,7 @@ class Captioner:
                 no_repeat_ngram=no_repeat_ngram,
                 **common,
             )
-        named = [c.naming_tokens(require, self.vocab.tokens) for c in read] if read and require and not sample else []
+        named = [c.naming_tokens(require, self.vocab) for c in read] if read and require and not sample else []
         # captions that leave out a concept the head is sure of: searched again, requiring it
         searched_for = {i: n for i, (d, n) in enumerate(zip(decoded, named)) if not _names_all(d, n.values())}
         if searched_for:

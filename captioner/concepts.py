@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from captioner.vocab import Vocabulary
+
 __all__ = [
     "Concept",
     "ConceptReader",
@@ -269,12 +271,11 @@ class ImageConceptWords:
         filled = fill_slot(token_id, self.slots, self.table, self.base_vocab_size)
         return (filled[0], self.table.words[self.slots[filled[1]]]) if filled is not None else None
 
-    def naming_tokens(self, min_prob: float, vocabulary: Sequence[str]) -> dict[str, frozenset[int]]:
+    def naming_tokens(self, min_prob: float, vocabulary: Vocabulary) -> dict[str, frozenset[int]]:
         """Each slot concept of probability ``min_prob`` or more, with the tokens that name it: its
         two copy tokens, and the word, its plural and its caption forms ("bike" for "bicycle")
         where ``vocabulary`` (the decoder's tokens) holds them. What a caption must contain to
         name the image's confident concepts."""
-        index = {token: i for i, token in enumerate(vocabulary[: self.base_vocab_size])}
         slots = len(self.slots)
         named = {}
         for slot, (word_id, prob) in enumerate(zip(self.slots, self.slot_scores)):
@@ -282,7 +283,8 @@ class ImageConceptWords:
                 continue
             forms = set.union(*self.table.forms(word_id))  # the word, its plural, its caption forms
             tokens = {self.base_vocab_size + slot, self.base_vocab_size + slots + slot}
-            named[self.table.words[word_id]] = frozenset(tokens | {index[w] for w in forms if w in index})
+            in_vocabulary = {vocabulary.id_of(w) for w in forms} - {vocabulary.unk_id}
+            named[self.table.words[word_id]] = frozenset(tokens | in_vocabulary)
         return named
 
 
