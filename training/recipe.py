@@ -7,10 +7,11 @@ Each stage is one ``python -m training.<script>`` command, run as a process of i
 soft-attention model by cross-entropy and two self-critical stages, its conversion to the
 concept decoder, a self-critical stage with the copy term, the copy tokens fitted, two
 self-critical stages that finish the sentences (the second with the references' cross-entropy
-beside the reward), the copy tokens fitted again, the copy bias, temperature and decoding (with the
-probability from which a caption must name a concept) chosen on ``val``, ``test`` read once, and the export. A stage that
-finishes leaves a marker in ``<root>/done/``; run the same command again after an interruption
-and the finished stages are skipped while the training stages resume from their ``last.pt``.
+beside the reward), the copy tokens fitted again, the copy bias, temperature and decoding (with
+the probability from which a caption must name a concept) chosen on ``val``, ``test`` read
+once, and the export. A stage that finishes leaves a marker in ``<root>/done/``; run the same
+command again after an interruption and the finished stages are skipped while the training
+stages resume from their ``last.pt``.
 ``--until STAGE`` stops after that stage. About 4.5 hours of compute on a 2-core CPU.
 """
 
