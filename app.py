@@ -9,6 +9,7 @@ Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import uuid
@@ -81,6 +82,25 @@ GREEDY, BEAM = "greedy", "beam search"
 # A step of the page's own: resolves once the browser has drawn a frame, so that the caption
 # shows before the events chained after it send their outputs and draw their progress
 _AFTER_PAINT = "() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)))"
+# The page's name for the photo it shows (its upload's address), sent with the photo when it
+# arrives and returned with its caption, so that a caption made for another photo is never shown
+_PHOTO_KEY = "((photo) => (photo && (photo.url || photo.path)) || null)"
+_WITH_PHOTO_KEY = f"(photo, key, ...settings) => [photo, {_PHOTO_KEY}(photo), ...settings]"
+# A click's first step, in the page: the caption made as the photo arrived, where it was made for
+# the photo shown and with the settings shown (the same options as _options); otherwise the
+# caption box as it is, and the server's answer, which always follows, brings the caption
+_SHOW_READY = f"""(ready, photo, shown, decoding, beamSize, topK, maxLength, requireConcepts) => {{
+    if (!ready) return shown;
+    const made = JSON.parse(ready);
+    const now = {{
+        beam_size: decoding === "{BEAM}" ? Math.trunc(beamSize) : 1,
+        top_k: Math.trunc(topK),
+        max_length: Math.trunc(maxLength),
+        require_concepts: Number(requireConcepts),
+    }};
+    const same = Object.keys(now).every((key) => Number(made.options[key]) === now[key]);
+    return same && made.photo !== null && made.photo === {_PHOTO_KEY}(photo) ? made.caption : shown;
+}}"""
 
 
 def _options(decoding: str, beam_size: float, top_k: float, max_length: float, require_concepts: float) -> dict:
@@ -185,14 +205,17 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         shown = photo_for(image, _options(*settings), ready)
         return shown.result.caption, shown
 
-    def photo_arrived(image: str | None, *settings: Any) -> Shown | None:
-        """Caption a photo as it arrives, with the current settings, for the click to show."""
+    def photo_arrived(image: str | None, key: str | None, *settings: Any) -> tuple[Shown | None, str]:
+        """Caption a photo as it arrives, with the current settings, for the click to show: the
+        session's result, and for the page its caption, options and the page's name for the
+        photo (``key``; JSON, "" for none)."""
         if image is None:
-            return None
+            return None, ""
         try:
-            return photo_for(image, _options(*settings))
+            shown = photo_for(image, _options(*settings))
         except (gr.Error, ValueError):
-            return None  # the click reports it
+            return None, ""  # the click reports it
+        return shown, json.dumps({"photo": key, "options": shown.options, "caption": shown.result.caption})
 
     def clip_caption(video: str | None, *settings: Any) -> tuple[str, Shown]:
         shown = clip_for(video, _options(*settings))
@@ -344,6 +367,8 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
         last = gr.State(time_to_live=3600)  # the session's last result (a Shown), freed after an hour
         ready = gr.State(time_to_live=3600)  # the photo's caption, made as the photo arrived (a Shown)
+        ready_caption = gr.Textbox(visible=False)  # the same caption and its options, for the page
+        photo_key = gr.Textbox(visible=False)  # the page's name for the photo (_WITH_PHOTO_KEY)
 
         settings = [decoding, beam_size, top_k, max_length, require_concepts]
         details = [coloured, table, chart, word, concepts]
@@ -366,14 +391,20 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         # a photo is captioned as it arrives (16 ms of CPU), so that the click has only to show it
         photo.change(
             photo_arrived,
-            [photo, *settings],
-            ready,
+            [photo, photo_key, *settings],
+            [ready, ready_caption],
+            js=_WITH_PHOTO_KEY,
             api_name="photo_arrived",
             concurrency_id="photo",
             show_progress="hidden",
             **ui,
         )
+        # a click shows that caption from the page, then the server's answer (the same caption,
+        # or the one these settings give) brings the session's result for the details
         photo_shown = photo_button.click(
+            None, [ready_caption, photo, caption, *settings], caption, js=_SHOW_READY, api_name="photo_ready", **ui
+        )
+        photo_shown = photo_shown.then(
             photo_caption,
             [photo, ready, *settings],
             [caption, last],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -113,18 +114,22 @@ def test_a_click_answers_the_caption_alone_and_the_details_follow(client, dog_ph
 
 
 def test_a_photo_is_captioned_as_it_arrives_and_the_click_shows_that_caption(client, dog_photo):
-    """The photo's change event captions it with the current settings; a click with those settings
-    shows that result, and one with other settings captions again."""
-    arrived, click = _event("photo_arrived"), _event("photo")
-    assert arrived.show_progress == "hidden"
-    ready = arrived.fn(str(dog_photo), "greedy", *SETTINGS)
+    """The photo's change event captions it with the current settings, for the session and, with
+    its options and the page's name for the photo, for the page; a click first shows that caption
+    from the page (tests/test_browser.py), then its server step answers that result where the
+    settings are the same, and captions again where they are not."""
+    arrived, ready_step, click = _event("photo_arrived"), _event("photo_ready"), _event("photo")
+    assert arrived.show_progress == "hidden" and "photo.url" in arrived.js
+    assert ready_step.fn is None and "made.caption" in ready_step.js and click.trigger_after == ready_step._id
+    ready, for_page = arrived.fn(str(dog_photo), "blob:photo-1", "greedy", *SETTINGS)
     assert ready is not None and mentions_dog(ready.result.caption)
+    assert json.loads(for_page) == {"photo": "blob:photo-1", "options": ready.options, "caption": ready.result.caption}
     caption, shown = click.fn(str(dog_photo), ready, "greedy", *SETTINGS)
     assert shown is ready and caption == ready.result.caption
     _, other = click.fn(str(dog_photo), ready, "beam search", *SETTINGS)
     assert other is not ready and other.options["beam_size"] == 3
-    assert arrived.fn(None, "greedy", *SETTINGS) is None
-    assert arrived.fn(str(dog_photo.with_name("missing.jpg")), "greedy", *SETTINGS) is None
+    assert arrived.fn(None, None, "greedy", *SETTINGS) == (None, "")
+    assert arrived.fn(str(dog_photo.with_name("missing.jpg")), "x", "greedy", *SETTINGS) == (None, "")
 
 
 def test_the_clip_timeline_shows_only_for_clips(client, dog_photo, tmp_path):

@@ -117,3 +117,35 @@ def test_click_to_caption_beside_the_noop_floor(app_url):
     assert re.search(r"\b(cat|dogs?)\b", app["last_caption"])
     assert app["settled_median_ms"] >= app["median_ms"] > 0  # the table and heatmaps come after
     assert 0 < browser_click.app_over_floor(rows) <= GENEROUS_RATIO, rows
+
+
+# Clicks the button and resolves with the first new caption the page shows.
+_FIRST_CAPTION_AFTER_CLICK = """async () => {
+    const box = document.querySelector('#caption textarea');
+    const before = box.value;
+    document.querySelector('#caption_photo').click();
+    return await new Promise((resolve) => {
+        const changed = () => box.value !== before && box.value.trim();
+        const check = () => (changed() ? resolve(box.value) : requestAnimationFrame(check));
+        requestAnimationFrame(check);
+    });
+}"""
+
+
+def test_a_click_shows_the_caption_of_the_photo_and_settings_shown(page: Page, shipped, dog_photo):
+    """The caption made as the photo arrived is shown by the page itself at the click, only where
+    it was made for this photo with these settings: the first caption a click shows is always
+    the one the library gives for them, whether the photo has just arrived or settings changed."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    page.locator("#photo input[type=file]").set_input_files(str(chelsea))
+    page.wait_for_function(browser_click._PHOTO_SHOWN, arg=chelsea.name)
+    page.wait_for_timeout(500)  # captioned as it arrived
+    assert page.evaluate(_FIRST_CAPTION_AFTER_CLICK) == shipped.caption(chelsea).caption
+    page.get_by_role("radio", name="beam search").check()  # other settings: the server captions again
+    beam = shipped.caption(chelsea, beam_size=3).caption
+    assert beam != shipped.caption(chelsea).caption
+    assert page.evaluate(_FIRST_CAPTION_AFTER_CLICK) == beam
+    page.get_by_role("radio", name="greedy").check()
+    page.locator("#photo input[type=file]").set_input_files(str(dog_photo))
+    page.wait_for_function(browser_click._PHOTO_SHOWN, arg=dog_photo.name)
+    assert page.evaluate(_FIRST_CAPTION_AFTER_CLICK) == shipped.caption(dog_photo).caption  # at once
