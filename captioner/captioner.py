@@ -293,27 +293,28 @@ class Captioner:
                 **common,
             )
         named = [c.naming_tokens(require, self.vocab) for c in read] if read and require and not sample else []
-        # captions that leave out a concept the head is sure of: searched again, requiring it
-        searched_for = {i: n for i, (d, n) in enumerate(zip(decoded, named)) if not _names_all(d, n.values())}
-        if searched_for:
-            rows = list(searched_for)
-            searched = constrained_beam_search(
-                self.model,
-                features[rows],
-                [list(n.values()) for n in searched_for.values()],
-                beam_size=beam_size,
-                length_penalty=length_penalty,
-                no_repeat_ngram=no_repeat_ngram,
-                **common,
-            )
-            for i, again in zip(rows, searched):
-                decoded[i] = again
+        search = {"beam_size": beam_size, "length_penalty": length_penalty, "no_repeat_ngram": no_repeat_ngram}
+        searched_for = self._search_again(features, decoded, named, **search, **common)
         grid = tuple(features.shape[-2:]) if self.has_attention and features.dim() == 4 else None
         if read is None:
             return [self._result(d, grid) for d in decoded]
         return [
             self._result(d, grid, concepts, searched_for.get(i)) for i, (d, concepts) in enumerate(zip(decoded, read))
         ]
+
+    def _search_again(
+        self, features: torch.Tensor, decoded: list[Decoded], named: list[dict[str, frozenset[int]]], **options: Any
+    ) -> dict[int, dict[str, frozenset[int]]]:
+        """Replace each caption of ``decoded`` that leaves out one of its image's ``named`` concepts
+        (with the tokens that name each) by constrained beam search's; returns, per image searched
+        again, its required concepts."""
+        searched_for = {i: n for i, (d, n) in enumerate(zip(decoded, named)) if not _names_all(d, n.values())}
+        if searched_for:
+            rows = list(searched_for)
+            required = [list(n.values()) for n in searched_for.values()]
+            for i, again in zip(rows, constrained_beam_search(self.model, features[rows], required, **options)):
+                decoded[i] = again
+        return searched_for
 
     @property
     def default_decoding(self) -> dict[str, Any]:
