@@ -148,6 +148,18 @@ def test_a_confident_concept_is_named_when_required(shipped: Captioner, beam_siz
     assert unsure.caption == free.caption
 
 
+def test_a_clips_concepts_come_from_its_frames_and_are_named(shipped: Captioner, tmp_path):
+    """A clip panning over Chelsea: the head finds the cat in the frames' mean; the decoder alone
+    does not say it, the shipped default (concepts required from 0.8) does."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    clip = write_clip(tmp_path / "chelsea.mp4", chelsea, size=224)
+    free = shipped.caption_video(clip, num_frames=4, require_concepts=0)
+    named = shipped.caption_video(clip, num_frames=4)
+    assert free.concepts[0].word == "cat" and free.concepts[0].prob >= 0.8
+    assert "cat" not in free.caption.split()
+    assert "cat" in named.caption.split() and "cat" in [step.concept for step in named.steps]
+
+
 def test_required_concepts_are_checked(shipped: Captioner, small_vocab, tmp_path):
     photo = np.zeros((32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="require_concepts must be"):
