@@ -3,7 +3,9 @@
     python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
 
 Set CAPTIONER_CHECKPOINT to serve another checkpoint. All inference goes through
-:class:`captioner.Captioner`; this file only builds the UI.
+:class:`captioner.Captioner`; this file only builds the UI. Run as a script, the page is built
+from the checkpoint's metadata and served first, and the model (torch and all) loads after:
+requests that come before it wait for it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import base64
 import json
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The app runs on the CPU and compiles no GPU kernels, yet torchvision's import reaches
@@ -31,10 +34,11 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captioner import Captioner, CaptionResult, MediaError, VideoCaptionResult  # noqa: E402
+from captioner.checkpoint_metadata import default_checkpoint_path, read_metadata  # noqa: E402
+from captioner.config import ModelConfig  # noqa: E402
 from captioner.malloc import bound_heap_growth, release_free_memory  # noqa: E402
-from captioner.media import check_photo, load_image, register_image_plugins  # noqa: E402
-from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K  # noqa: E402
+from captioner.media import MediaError, check_photo, load_image, register_image_plugins  # noqa: E402
+from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, stored_decoding  # noqa: E402
 from captioner.presentation import (  # noqa: E402
     attention_overlays,
     concept_summary,
@@ -43,7 +47,15 @@ from captioner.presentation import (  # noqa: E402
     steps_table,
 )
 
+if TYPE_CHECKING:  # torch comes with these; the app imports them once its page is served
+    from captioner import Captioner, CaptionResult, VideoCaptionResult
+
 DEMO_DIR = Path(__file__).parent / "demo"
+DECODER_TITLES = {  # the page's name for each registered decoder (others: "LSTM decoder")
+    "show_and_tell": "LSTM decoder",
+    "soft_attention": "soft-attention LSTM decoder",
+    "concept_attention": "soft-attention LSTM decoder that reads the encoder's ImageNet concepts",
+}
 MAX_FILE_SIZE = "20mb"
 MAX_VIDEO_FRAMES = 1800  # a clip's frames are sampled from its first 1,800 (a minute at 30 fps)
 VIDEO_SEGMENTS = 4
@@ -164,20 +176,51 @@ def _details(result: CaptionResult) -> tuple:
     )
 
 
-def build_demo(captioner: Captioner) -> gr.Blocks:
-    """The Blocks app around a loaded captioner (loaded once, shared by all requests)."""
+class LoadingCaptioner:
+    """The app's captioner, loaded once (:meth:`load`); requests that come before it wait for it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._ready = threading.Event()
+        self._captioner: Captioner | None = None
+        self._error: BaseException | None = None
+
+    def load(self) -> Captioner:
+        """Import the library (and torch) and load the checkpoint; a failure is kept for the requests."""
+        try:
+            from captioner.captioner import Captioner
+
+            self._captioner = Captioner.load(self.path, trace_encoder=False)
+            return self._captioner
+        except BaseException as error:
+            self._error = error
+            raise
+        finally:
+            self._ready.set()
+
+    def get(self) -> Captioner:
+        """The captioner, once loaded."""
+        self._ready.wait()
+        if self._captioner is None:
+            raise gr.Error(f"The model could not be loaded ({self._error}).")
+        return self._captioner
+
+
+def build_demo(model: LoadingCaptioner) -> gr.Blocks:
+    """The Blocks app around a captioner (loaded once, shared by all requests), built from its
+    checkpoint's metadata alone: the page can be served while the model loads."""
     register_image_plugins()  # Gradio opens uploaded photos with Pillow before we see them: HEIC too
+    metadata = read_metadata(model.path)
+    stored = stored_decoding(metadata.get("decoding", {}))
     # the checkpoint's own default decoding (chosen on val) is the app's default, as the library's and the CLI's
-    stored_beam = captioner.default_decoding["beam_size"]
-    default_decoding, default_beam = (BEAM, stored_beam) if stored_beam > 1 else (GREEDY, 3)
-    reads_concepts = captioner.checkpoint.model.reads_concepts
-    default_require = captioner.default_decoding["require_concepts"]
+    default_decoding, default_beam = (BEAM, stored["beam_size"]) if stored["beam_size"] > 1 else (GREEDY, 3)
+    default_require = stored["require_concepts"]
 
     def photo_result(image: str | None, options: dict) -> CaptionResult:
         if image is None:
             raise gr.Error("Add a photo first (upload, drag and drop, paste or webcam).")
         try:
-            return captioner.caption(image, **options)
+            return model.get().caption(image, **options)
         except MediaError as error:
             raise gr.Error(f"Could not read this image: {error}.") from error
 
@@ -185,7 +228,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         if video is None:
             raise gr.Error("Add a video clip first.")
         try:
-            return captioner.caption_video(
+            return model.get().caption_video(
                 video, num_frames=2 * VIDEO_SEGMENTS, segments=VIDEO_SEGMENTS, max_frames=MAX_VIDEO_FRAMES, **options
             )
         except MediaError as error:
@@ -284,7 +327,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         """Per-word heatmaps over the clip's middle frame (its caption attends to all frames' mean)."""
         options = _options(decoding, beam_size, top_k, max_length, require_concepts)
         result = clip_for(video, options, shown).result
-        if not isinstance(result, VideoCaptionResult) or not result.segments:
+        if not getattr(result, "segments", None):  # a clip's result has its segments' middle frames
             return []
         middle = result.segments[len(result.segments) // 2].thumbnail
         return [(_own_copy(picture), label) for picture, label in attention_overlays(middle, result)]
@@ -294,8 +337,15 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
             return None
         return step_chart(shown.result, int(index))
 
-    encoder_name = captioner.checkpoint.encoder.name.replace("efficientnet_lite", "EfficientNet-Lite")
-    decoder_name = "soft-attention LSTM decoder" if captioner.has_attention else "LSTM decoder"
+    def with_this_model() -> tuple:
+        """What the page shows only for some decoders (attention heatmaps, required concepts), set
+        once the model is loaded."""
+        captioner = model.get()
+        attends, reads_concepts = captioner.has_attention, captioner.checkpoint.model.reads_concepts
+        return gr.update(visible=attends), gr.update(visible=not attends), gr.update(visible=reads_concepts)
+
+    encoder_name = metadata["encoder"]["name"].replace("efficientnet_lite", "EfficientNet-Lite")
+    decoder_name = DECODER_TITLES.get(ModelConfig.from_dict(metadata["config"]).decoder, "LSTM decoder")
     # delete_cache: result images Gradio writes to its cache are removed after an hour
     with gr.Blocks(title="LSTM image captioner", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
@@ -338,7 +388,7 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                         value=default_require,
                         step=0.05,
                         label="Name every concept at least this probable (0 = off)",
-                        visible=reads_concepts,
+                        visible=default_require > 0,  # and for every concept decoder, once it is loaded
                     )
             with gr.Column(scale=1):
                 caption = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
@@ -355,15 +405,14 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
                     label="Where the model looked for each word (attention)",
                     columns=4,
                     height="auto",
-                    visible=captioner.has_attention,
                     elem_id="attention",
                     format="jpeg",  # cheaper to encode than PNG
                 )
-                if not captioner.has_attention:
-                    gr.Markdown(
-                        "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
-                        "LSTM once, Show-and-Tell style), so there is no per-word map to show."
-                    )
+                no_attention = gr.Markdown(
+                    "*Attention heatmaps:* this checkpoint has no attention (the image enters the "
+                    "LSTM once, Show-and-Tell style), so there is no per-word map to show.",
+                    visible=False,
+                )
         table = gr.Dataframe(label="Every step: chosen word, its probability, top-k", elem_id="steps")
         last = gr.State(time_to_live=3600)  # the session's last result (a Shown), freed after an hour
         ready = gr.State(time_to_live=3600)  # the photo's caption, made as the photo arrived (a Shown)
@@ -420,19 +469,27 @@ def build_demo(captioner: Captioner) -> gr.Blocks:
         )
         clip_shown = clip_shown.success(None, js=_AFTER_PAINT, api_name="clip_painted", **ui)
         clip_shown = clip_shown.then(clip_details, last, [*details, timeline], api_name="clip_details", **ui)
-        if captioner.has_attention:
-            photo_shown.success(image_attention, [photo, *settings, last], attention, api_name="attention")
-            clip_shown.success(video_attention, [video, *settings, last], attention, api_name="video_attention")
+        # heatmaps: none (an empty gallery, hidden) for a decoder that does not attend
+        photo_shown.success(image_attention, [photo, *settings, last], attention, api_name="attention")
+        clip_shown.success(video_attention, [video, *settings, last], attention, api_name="video_attention")
         word.input(show_step, [last, word], chart, api_name="step_chart", **ui)
+        demo.load(with_this_model, None, [attention, no_attention, require_concepts], show_progress="hidden", **ui)
     return demo
 
 
 bound_heap_growth()  # a public demo runs for weeks: keep its memory flat (see captioner/malloc.py)
-captioner = Captioner.load(os.environ.get("CAPTIONER_CHECKPOINT") or None, trace_encoder=False)
-demo = build_demo(captioner)
+model = LoadingCaptioner(os.environ.get("CAPTIONER_CHECKPOINT") or default_checkpoint_path())
+demo = build_demo(model)
 demo.queue(default_concurrency_limit=2, max_size=64)
 
 if __name__ == "__main__":
     demo.launch(max_file_size=MAX_FILE_SIZE, ssr_mode=False, theme=THEME, prevent_thread_lock=True)
-    captioner.trace_encoder()  # once the app answers: the same captions, less time per image
+    try:
+        model.load()  # the page is served meanwhile; requests wait for the model
+    except BaseException:
+        demo.close()
+        raise
+    model.get().trace_encoder()  # once the app answers: the same captions, less time per image
     demo.block_thread()
+else:  # imported (tests, Gradio's reload mode): the model first
+    model.load()

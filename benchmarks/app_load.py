@@ -71,7 +71,7 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
         self.log = log
         output = log.open("wb") if log else subprocess.DEVNULL
-        started = time.perf_counter()
+        started = self.started = time.perf_counter()  # perf_counter when the process was started
         try:
             self.process = subprocess.Popen(
                 [python, str(script)], cwd=script.parent, env=env, stdout=output, stderr=subprocess.STDOUT

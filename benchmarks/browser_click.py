@@ -9,8 +9,9 @@ changes, and the click follows 250 ms after the photo shows. The time runs insid
 from the click on "Caption photo" to the first animation frame whose caption box holds the new
 caption, so Playwright's own round trips count on neither side; the next click waits until the
 page is quiet (every chained event done). The clicks of the two apps alternate
-(:func:`~benchmarks.timing.measure_interleaved`). Prints both medians and their ratio, writes
-them as JSON, and exits with status 1 when the ratio is over the target.
+(:func:`~benchmarks.timing.measure_interleaved`). Prints both medians and their ratio, each
+app's start (until it answers a client) and the app's first caption (its model loads after the
+page is served), writes them as JSON, and exits with status 1 when the ratio is over the target.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from gradio_client import handle_file
 
 from benchmarks.app_load import AppProcess
 from benchmarks.timing import measure_interleaved
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     floor = AppProcess(threads=args.threads, script=ROOT / "benchmarks" / "noop_app.py")
     app = AppProcess(threads=args.threads)
     try:
+        app.client.predict(handle_file(str(PHOTOS[0])), api_name="/caption")  # waits for the model
+        first_caption_s = time.perf_counter() - app.started
         rows = measure_clicks({FLOOR: floor.url, APP: app.url}, clicks=args.clicks, warmup=args.warmup)
     finally:
         floor.close()
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "rows": rows,
         "app_ready_s": round(app.startup_s, 1),  # start of `python app.py` -> it answers a client
+        "app_first_caption_s": round(first_caption_s, 1),  # -> its first caption (the model loaded)
         "floor_ready_s": round(floor.startup_s, 1),  # the same for the no-op app, started just before
         "ratio": round(ratio, 2),
         "target": TARGET,
@@ -188,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     verdict = "within" if ratio <= TARGET else "OVER"
     print(
         f"click -> caption, app / no-op floor: {ratio:.2f} ({verdict} the target {TARGET}); "
-        f"app ready in {app.startup_s:.1f} s, the no-op app in {floor.startup_s:.1f} s"
+        f"app ready in {app.startup_s:.1f} s (first caption at {first_caption_s:.1f} s), "
+        f"the no-op app in {floor.startup_s:.1f} s"
     )
     return report
 

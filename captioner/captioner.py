@@ -17,11 +17,18 @@ import torch
 from PIL import Image
 
 from captioner.checkpoint import Checkpoint, load_checkpoint
+from captioner.checkpoint_metadata import default_checkpoint_path
 from captioner.concepts import Concept, ConceptReader, ImageConceptWords
 from captioner.decoding import Decoded, beam_search, constrained_beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
-from captioner.options import DEFAULT_MAX_LENGTH, DEFAULT_TOP_K, check_decoding_options, check_frame_count
+from captioner.options import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_TOP_K,
+    check_decoding_options,
+    check_frame_count,
+    stored_decoding,
+)
 from captioner.vocab import END
 
 __all__ = [
@@ -33,11 +40,6 @@ __all__ = [
     "VideoSegment",
     "default_checkpoint_path",
 ]
-
-
-def default_checkpoint_path() -> Path:
-    """The checkpoint shipped in the repository's ``checkpoints/`` folder."""
-    return Path(__file__).resolve().parent.parent / "checkpoints" / "captioner.safetensors"
 
 
 @dataclass(frozen=True)
@@ -320,14 +322,7 @@ class Captioner:
     def default_decoding(self) -> dict[str, Any]:
         """The checkpoint's decoding defaults (``training.tune_decoding --apply``, ``training.calibrate
         --apply``); greedy at temperature 1 where it stores none."""
-        stored = self.checkpoint.decoding
-        return {
-            "beam_size": int(stored.get("beam_size", 1)),
-            "length_penalty": float(stored.get("length_penalty", 0.0)),
-            "no_repeat_ngram": int(stored.get("no_repeat_ngram", 0)),
-            "temperature": float(stored.get("temperature", 1.0)),
-            "require_concepts": float(stored.get("require_concepts", 0.0)),
-        }
+        return stored_decoding(self.checkpoint.decoding)
 
     @property
     def has_attention(self) -> bool:

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from captioner.checkpoint_metadata import FORMAT, CheckpointError, existing, read_metadata, unreadable
 from captioner.concepts import ConceptTable
 from captioner.config import ModelConfig
 from captioner.decoders import Decoder, build_decoder, decoder_class
@@ -29,14 +30,9 @@ from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
 from captioner.skip_init import SkippedInit
 from captioner.vocab import Vocabulary
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "Checkpoint", "read_metadata", "save_checkpoint", "load_checkpoint"]
 
-FORMAT = "captioner-checkpoint/1"
 _ENCODER_PREFIX = "encoder."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, or does not fit the model / data given."""
 
 
 @dataclass
@@ -157,30 +153,9 @@ def _unshared_tensors(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dic
     return tensors
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The decoded JSON metadata of a checkpoint, without loading weights."""
-    from safetensors import safe_open
-
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise _unreadable(path, error) from error
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path.name} is a safetensors file but not a captioner checkpoint "
-            f"(format {raw.get('format')!r}, expected {FORMAT!r})"
-        )
-    try:
-        return {key: json.loads(value) for key, value in raw.items() if key != "format"}
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path.name}: the checkpoint metadata is corrupt ({error})") from error
-
-
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` (no code is executed)."""
-    path = _existing(path)
+    path = existing(path)
     meta = read_metadata(path)
     try:
         config = ModelConfig.from_dict(meta["config"])
@@ -205,7 +180,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
-        raise _unreadable(path, error) from error
+        raise unreadable(path, error) from error
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise CheckpointError(
@@ -240,7 +215,7 @@ def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise _unreadable(path, error) from error
+        raise unreadable(path, error) from error
 
 
 def _check_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -262,19 +237,3 @@ def _check_shapes(path: Path, config: ModelConfig, shapes: dict[str, tuple[int, 
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); the file was made by a "
             "different model version or was edited"
         )
-
-
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
-
-
-def _unreadable(path: Path, error: Exception) -> CheckpointError:
-    hint = ""
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    if head in (b"PK", b"\x80\x02", b"\x80\x04", b"\x80\x05"):
-        hint = " It looks like a pickle / torch.save file, which is refused because unpickling can run code."
-    return CheckpointError(f"{path.name} is not a readable safetensors checkpoint ({error}).{hint}")

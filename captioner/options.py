@@ -20,6 +20,7 @@ __all__ = [
     "TEMPERATURES",
     "check_decoding_options",
     "check_frame_count",
+    "stored_decoding",
 ]
 
 # Defaults that Captioner, the CLI and the app share (the beam size and temperature come from
@@ -59,6 +60,19 @@ def check_decoding_options(
     _number("temperature", temperature, *TEMPERATURES, "1 = the model's own probabilities", low_open=False)
     _number("top_p", top_p, 0.0, 1.0, "the nucleus's share of probability", low_open=True)
     _number("require_concepts", require_concepts, 0.0, 1.0, "0 = off; concepts this probable must be named")
+
+
+def stored_decoding(stored: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's decoding defaults from its stored ``decoding`` metadata (``training.tune_decoding
+    --apply``, ``training.calibrate --apply``): greedy at temperature 1, nothing required, where it
+    stores none."""
+    return {
+        "beam_size": int(stored.get("beam_size", 1)),
+        "length_penalty": float(stored.get("length_penalty", 0.0)),
+        "no_repeat_ngram": int(stored.get("no_repeat_ngram", 0)),
+        "temperature": float(stored.get("temperature", 1.0)),
+        "require_concepts": float(stored.get("require_concepts", 0.0)),
+    }
 
 
 def check_frame_count(num_frames: Any) -> None:

@@ -6,11 +6,14 @@ UI stays thin and these are tested directly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from captioner.captioner import CaptionResult
+if TYPE_CHECKING:
+    from captioner.captioner import CaptionResult
 
 __all__ = ["highlighted_words", "steps_table", "step_chart", "attention_overlays", "concept_summary", "STEP_COLUMNS"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,35 @@ def test_a_confident_concept_is_named_and_can_be_switched_off(client):
     assert "in the caption" in concepts
     free, *_ = client.predict(handle_file(str(chelsea)), "greedy", 3, 5, 20, 0, api_name="/caption")
     assert "cat" not in free.split()
+
+
+def test_the_page_is_built_without_torch_and_requests_wait_for_the_model(tmp_path):
+    """What app.py imports before it serves the page needs no torch; a request that comes before
+    the model is loaded waits for it, and a model that failed to load is a message."""
+    import subprocess
+    import sys
+
+    modules = "checkpoint_metadata config malloc media options presentation".split()
+    check = f"import sys, gradio, {', '.join('captioner.' + m for m in modules)}; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip() == "False"
+    import gradio as gr
+
+    import app
+
+    waiting = app.LoadingCaptioner(app.model.path)
+    threading.Timer(0.2, waiting.load).start()
+    assert waiting.get().checkpoint.config == app.model.get().checkpoint.config  # waited for the load
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    failed = app.LoadingCaptioner(broken)
+    with pytest.raises(Exception, match="not a readable safetensors checkpoint"):
+        failed.load()
+    with pytest.raises(gr.Error, match="could not be loaded"):
+        failed.get()
+
+
+def test_the_page_shows_what_this_model_has(client):
+    """Built from the checkpoint's metadata, the page learns from the loaded model whether to show
+    heatmaps and the required-concepts slider (the shipped decoder has both)."""
+    attention, no_attention, slider = _event("with_this_model").fn()
+    assert attention["visible"] and not no_attention["visible"] and slider["visible"]
