@@ -49,7 +49,7 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
     assert len(report["ratios"]) == 11 and all(v > 0 for v in report["ratios"].values())
     assert report["ratios"]["concept branch / encoder batch 1"] < 0.5
     assert report["ratios"]["a required concept searched again / greedy alone (chelsea.jpg)"] > 1
-    assert report["app"]["requests"] == 2 * (3 + 2)  # warm-ups included, both clients
+    assert report["app"]["requests"] == 1 + 2 * (3 + 2)  # the first caption, warm-ups, both clients
     assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"
     app_rows = {name: row for name, row in rows.items() if "samples_ms" in row}
