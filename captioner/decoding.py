@@ -252,6 +252,7 @@ def beam_search(
         _beam_search_one(
             model,
             features[i : i + 1],
+            [],
             start_id=start_id,
             end_id=end_id,
             beam_size=beam_size,
@@ -268,74 +269,6 @@ def beam_search(
 
 # A hypothesis word: (step number, row among that step's hypotheses, word id, its log-probability).
 _Link = tuple[int, int, int, float]
-
-
-def _beam_search_one(
-    model: StepModel,
-    features: torch.Tensor,
-    *,
-    start_id: int,
-    end_id: int,
-    beam_size: int,
-    max_length: int,
-    top_k: int,
-    length_penalty: float,
-    temperature: float,
-    suppress_ids: tuple[int, ...],
-    no_repeat_ngram: int,
-) -> Decoded:
-    """Beam search for one image. Hypotheses carry only light (step, row, word) links; the
-    per-step top-k and attention stay tensors, and ``Step`` objects are built for the winner only."""
-
-    def normalised(log_prob: float, length: int) -> float:
-        return _normalised(log_prob, length, length_penalty)
-
-    distribution = _WordDistribution(temperature, suppress_ids, features.device)
-    state = model.init_state(features)  # one hypothesis to start
-    tokens = torch.tensor([start_id], device=features.device)
-    scores = torch.zeros(1, device=features.device)
-    histories: list[list[_Link]] = [[]]
-    finished: list[tuple[float, list[_Link], float, bool]] = []  # (rank score, links, log-prob, ended)
-    records = []  # per step: top-k ids, top-k log-probs and attention of that step's hypotheses
-    exhausted = False
-    for t in range(max_length):
-        logits, state = model.step(tokens, state)
-        log_p = distribution(logits)  # (n_alive, V)
-        top_log_p, top_ids = log_p.topk(top_k, dim=-1)
-        records.append((top_log_p, top_ids, model.attention_weights(state)))
-        allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
-        candidates = (scores[:, None] + allowed).view(-1)
-        best_scores, best_flat = candidates.topk(min(2 * beam_size, candidates.numel()))
-        vocab = log_p.shape[1]
-        alive_parents, alive_words, alive_scores, alive_histories = [], [], [], []
-        for rank, (flat, score, word_log_p) in enumerate(
-            zip(best_flat.tolist(), best_scores.tolist(), log_p.view(-1)[best_flat].tolist())
-        ):
-            parent, word = divmod(flat, vocab)
-            if score == float("-inf"):  # only blocked words are left
-                break
-            history = [*histories[parent], (t, parent, word, word_log_p)]
-            if word == end_id:
-                if rank < beam_size:
-                    finished.append((normalised(score, len(history)), history, score, True))
-            elif len(alive_words) < beam_size:
-                alive_parents.append(parent)
-                alive_words.append(word)
-                alive_scores.append(score)
-                alive_histories.append(history)
-        if len(finished) >= beam_size or not alive_words:
-            break
-        index = torch.tensor(alive_parents, device=features.device)
-        state = model.select_state(state, index)
-        tokens = torch.tensor(alive_words, device=features.device)
-        scores = torch.tensor(alive_scores, device=features.device)
-        histories = alive_histories
-    else:
-        exhausted = True  # max_length reached: the live hypotheses compete unfinished
-    if exhausted or not finished:  # (or every continuation was blocked)
-        finished.extend((normalised(score, len(h)), h, score, False) for h, score in zip(histories, scores.tolist()))
-    _, links, log_prob, ended = max(finished, key=lambda item: item[0])
-    return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
 
 
 @torch.inference_mode()
@@ -380,14 +313,12 @@ def constrained_beam_search(
         "no_repeat_ngram": no_repeat_ngram,
     }
     return [
-        _constrained_one(model, features[i : i + 1], [set(c) for c in sets if c], **options)
-        if any(sets)
-        else _beam_search_one(model, features[i : i + 1], **options)
+        _beam_search_one(model, features[i : i + 1], [set(c) for c in sets if c], **options)
         for i, sets in enumerate(constraints)
     ]
 
 
-def _constrained_one(
+def _beam_search_one(
     model: StepModel,
     features: torch.Tensor,
     sets: list[set[int]],
@@ -402,24 +333,26 @@ def _constrained_one(
     suppress_ids: tuple[int, ...],
     no_repeat_ngram: int,
 ) -> Decoded:
-    """Constrained beam search for one image: hypotheses are grouped by the bit mask of the
-    constraints they meet, and each group keeps its own best ``beam_size``."""
+    """Beam search for one image whose caption must hold a token of each of ``sets`` (none:
+    plain beam search). Hypotheses are grouped by the bit mask of the sets they meet, and each
+    group keeps its own best ``beam_size``; per-step top-k and attention stay tensors, and
+    ``Step`` objects are built for the winner only."""
     device = features.device
     full = (1 << len(sets)) - 1
     distribution = _WordDistribution(temperature, suppress_ids, device)
     state = model.init_state(features)
     tokens = torch.tensor([start_id], device=device)
     scores = torch.zeros(1, device=device)
-    met = torch.zeros(1, dtype=torch.long, device=device)  # each hypothesis's constraints met, as bits
+    met = [0]  # each hypothesis's sets met, as bits
     histories: list[list[_Link]] = [[]]
     finished: list[tuple[int, float, list[_Link], float, bool]] = []  # (met, rank score, links, log-prob, ended)
     records = []
-    bits: torch.Tensor | None = None  # (V,) the constraints each word meets
+    bits: torch.Tensor | None = None  # (V,) the sets each word meets
     exhausted = False
     for t in range(max_length):
         logits, state = model.step(tokens, state)
         log_p = distribution(logits)
-        if bits is None:
+        if sets and bits is None:
             bits = torch.zeros(log_p.shape[1], dtype=torch.long, device=device)
             for number, tokens_of_set in enumerate(sets):
                 bits[sorted(tokens_of_set)] |= 1 << number
@@ -427,12 +360,16 @@ def _constrained_one(
         records.append((top_log_p, top_ids, model.attention_weights(state)))
         allowed = _block_repeats(log_p, histories, no_repeat_ngram) if no_repeat_ngram else log_p
         candidates = scores[:, None] + allowed  # (n_alive, V)
-        landing = met[:, None] | bits[None, :]  # the group each continuation joins
-        landing[:, end_id] = met  # <end> meets nothing
+        landing = None  # the group each continuation joins (without sets: all the one group)
+        if bits is not None:
+            met_now = torch.tensor(met, device=device)
+            landing = met_now[:, None] | bits[None, :]
+            landing[:, end_id] = met_now  # <end> meets nothing
         vocab = log_p.shape[1]
         alive: list[tuple[int, int, float, int, list[_Link]]] = []  # (parent, word, score, met, links)
         for group in range(full + 1):
-            in_group = torch.where(landing == group, candidates, float("-inf")).view(-1)
+            in_group = candidates if landing is None else torch.where(landing == group, candidates, float("-inf"))
+            in_group = in_group.view(-1)
             best_scores, best_flat = in_group.topk(min(2 * beam_size, in_group.numel()))
             ranked = zip(best_flat.tolist(), best_scores.tolist(), log_p.view(-1)[best_flat].tolist())
             kept = 0
@@ -449,17 +386,16 @@ def _constrained_one(
                     kept += 1
         if sum(group == full for group, *_ in finished) >= beam_size or not alive:
             break
-        parents, words, alive_scores, groups, histories = (list(column) for column in zip(*alive))
+        parents, words, alive_scores, met, histories = (list(column) for column in zip(*alive))
         state = model.select_state(state, torch.tensor(parents, device=device))
         tokens = torch.tensor(words, device=device)
         scores = torch.tensor(alive_scores, device=device)
-        met = torch.tensor(groups, dtype=torch.long, device=device)
     else:
         exhausted = True  # max_length reached: the live hypotheses compete unfinished
     if exhausted or not finished:  # (or every continuation was blocked)
         finished.extend(
             (group, _normalised(score, len(h), length_penalty), h, score, False)
-            for group, h, score in zip(met.tolist(), histories, scores.tolist())
+            for group, h, score in zip(met, histories, scores.tolist())
         )
     *_, links, log_prob, ended = max(finished, key=lambda item: (item[0].bit_count(), item[1]))
     return Decoded(tuple(_beam_step(records, link) for link in links), log_prob, ended)
