@@ -8,11 +8,16 @@ import torch
 from training_helpers import read_log, tiny_scst_settings, tiny_train_config
 
 from captioner import Captioner
-from captioner.checkpoint import load_checkpoint
+from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.concepts import slot_tokens
+from captioner.encoders import build_encoder
 from captioner.vocab import END, Vocabulary
 from training.datasets import load_corpus
+from training.encoder_split import split_encoder
+from training.extract_features import main as extract_main
 from training.fit_copy import copy_ranking_loss
+from training.fit_copy import main as fit_copy_main
+from training.head_drift import main as head_drift_main
 from training.scst import ScstConfig, reward_words, train_scst
 from training.train import excluding, train
 from training.tune_concepts import best_setting
@@ -101,3 +106,52 @@ def test_the_copy_bias_can_be_chosen_among_the_settings_that_finish_their_senten
     ]
     assert best_setting(grid, "CIDEr")["copy_bias"] == 1.0
     assert best_setting(grid, "CIDEr", fewest_unfinished=True)["copy_bias"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_concept_decoder_tunes_the_encoder_top_and_fits_its_copy_rows_through_it(
+    tmp_path, mini_corpus, features_root
+):
+    init = train(
+        tiny_train_config(mini_corpus, tmp_path / "xe", features_root, decoder="concept_attention", epochs=2, lr=5e-3)
+    )
+    extract_main(["--data", str(mini_corpus), "--out", str(features_root), "--tune-encoder-stages", "1"])
+    settings = tiny_scst_settings(
+        mini_corpus, init, features_root, epochs=1, copy_weight=1.0, patience=5, tune_encoder_stages=1
+    )
+    train_scst(ScstConfig(run_dir=str(tmp_path / "scst"), xe_weight=0.1, **settings))
+    rows = read_log(tmp_path / "scst")
+    assert float(rows[0]["imagenet_kl"]) == 0.0 and 0.0 < float(rows[1]["imagenet_kl"]) < 1.0
+    state = torch.load(tmp_path / "scst" / "last.pt", weights_only=True)["model"]
+    assert any(name.startswith("top.") for name in state)
+
+    # fit_copy reads the maps through a tuned checkpoint's top: its copy rows move, the rest stays
+    checkpoint = load_checkpoint(init)
+    _, top = split_encoder(build_encoder(checkpoint.encoder.name), 1)
+    with torch.no_grad():
+        top.conv_head.weight.mul_(1.02)
+    tuned = save_checkpoint(
+        tmp_path / "tuned.safetensors",
+        checkpoint.model,
+        checkpoint.vocab,
+        checkpoint.encoder,
+        concepts=checkpoint.concepts,
+        encoder_weights=top.encoder_weights(),
+        encoder_tuned_stages=1,
+    )
+    drift = head_drift_main(["--checkpoint", str(tuned), "--data", str(mini_corpus), "--features", str(features_root)])
+    assert drift["images"] == 8 and drift["kl"] > 0
+    assert 0 <= drift["slots_agree"] <= 1 and 0 <= drift["top_class_agrees"] <= 1
+    with pytest.raises(SystemExit, match="does not tune its encoder"):
+        head_drift_main(["--checkpoint", str(init), "--data", str(mini_corpus), "--features", str(features_root)])
+    fitted = fit_copy_main(
+        ["--checkpoint", str(tuned), "--data", str(mini_corpus), "--features", str(features_root)]
+        + ["--out", str(tmp_path / "fitted.safetensors"), "--epochs", "1", "--batch-size", "16"]
+    )
+    before, after = load_checkpoint(tuned), load_checkpoint(fitted)
+    assert after.encoder_tuned_stages == 1
+    name = "backbone.model.conv_head.weight"
+    assert torch.equal(after.encoder_weights[name], before.encoder_weights[name])
+    base = before.model.base_vocab_size
+    assert not torch.equal(after.model.head.weight[base:], before.model.head.weight[base:])
+    assert torch.equal(after.model.head.weight[:base], before.model.head.weight[:base])

@@ -8,12 +8,19 @@ from training_helpers import tiny_scst_settings, tiny_train_config
 
 from captioner import Captioner
 from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from captioner.encoders import build_encoder
+from captioner.concepts import ConceptTable, slot_tokens
+from captioner.config import ModelConfig
+from captioner.decoders.concept_attention import ConceptAttentionDecoder
+from captioner.encoders import ImagePreprocessor, build_encoder
+from captioner.media import load_image
+from captioner.vocab import Vocabulary
+from training.concept_data import prepare_concept_decoder
 from training.datasets import load_corpus
 from training.encoder_split import split_encoder
 from training.encoder_tuning import TunedEncoderDecoder, checkpoint_maps
 from training.extract_features import main as extract_main
 from training.scst import ScstConfig, train_scst
+from training.self_critical import SelfCritical, imagenet_drift
 from training.train import train
 
 
@@ -134,3 +141,56 @@ def test_the_wrapper_reads_maps_only(attention_model):
     _, top = split_encoder(build_encoder("efficientnet_lite0"), 1)
     with pytest.raises(ValueError, match="maps"):
         TunedEncoderDecoder(attention_model, top).init_state(torch.zeros(1, 49, 192))
+
+
+def _concept_decoder(encoder) -> ConceptAttentionDecoder:
+    """A small concept decoder over Lite0's maps, holding the encoder's ImageNet head."""
+    table = ConceptTable.load()
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "cat", *slot_tokens(3)])
+    config = ModelConfig(
+        feature_dim=encoder.feature_dim,
+        vocab_size=len(vocab),
+        embed_dim=8,
+        hidden_dim=8,
+        attention_dim=8,
+        decoder="concept_attention",
+        concept_words=len(table.words),
+        concept_slots=3,
+        concept_threshold=0.05,
+    )
+    decoder = ConceptAttentionDecoder(config)
+    prepare_concept_decoder(decoder, table, encoder)
+    return decoder
+
+
+def test_imagenet_drift_measures_how_far_the_tuned_top_moved_the_concepts(dog_photo):
+    encoder = build_encoder("efficientnet_lite0").eval()
+    trunk, top = split_encoder(encoder, 1)
+    model = TunedEncoderDecoder(_concept_decoder(encoder), top).eval()
+    top.requires_grad_(True)  # as training.scst trains it
+    photo = ImagePreprocessor(encoder.spec)(load_image(dog_photo))[None]
+    with torch.no_grad():
+        maps = trunk(photo)
+        untuned = model.decoder.class_probabilities(encoder(photo))
+        slots = model.decoder.concepts(encoder(photo)).word_ids
+    assert torch.equal(model.concepts(maps).word_ids, slots)  # the slots read through the top
+    assert (slots >= 0).any()
+    assert imagenet_drift(model, maps, untuned).item() < 1e-6
+    with torch.no_grad():
+        top.conv_head.weight.add_(0.05 * torch.randn_like(top.conv_head.weight))
+    drift = imagenet_drift(model, maps, untuned)
+    assert drift.item() > 1e-3
+    drift.backward()  # it trains the top only: the decoder's copy of the head is a buffer
+    assert top.conv_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.decoder.parameters())
+    with pytest.raises(ValueError, match="tunes no encoder top"):
+        SelfCritical(model.decoder, imagenet_targets=untuned, imagenet_weight=1.0, **_unused_objective_settings())
+
+
+def _unused_objective_settings() -> dict:
+    """Settings an objective refused before it reads them."""
+    return dict(
+        images=[], inputs=None, slots=None, val=None, spec=None, record=None, batch_size=1, samples=2,
+        baseline="mean", lr=1e-3, ema_decay=0.0, clip=1.0, max_length=4, seed=0, sample_dropout=False,
+        copy_weight=0.0, reward_end=True,
+    )  # fmt: skip

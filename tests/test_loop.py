@@ -111,6 +111,24 @@ def test_a_count_of_unfinished_captions_keeps_the_earliest_epoch_with_the_fewest
     assert objective.saved == [(1, 16.0), (2, 8.0), (4, 0.0)]
 
 
+class ScoresAndCounts(Scripted):
+    """Validation reports a CIDEr and a count of unfinished captions."""
+
+    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        cider, unfinished = self.scores.pop(0)
+        return {"CIDEr": cider, "unfinished": unfinished}, {}
+
+    def save_best(self, path: Path, scores: dict[str, float], *, epoch: int, seconds: float) -> None:
+        self.saved.append((epoch, scores["CIDEr"]))
+        save_file(self.model.state_dict(), path)
+
+
+def test_a_finished_score_keeps_only_epochs_without_unfinished_captions(tmp_path):
+    objective = ScoresAndCounts([(0.5, 0.0), (0.7, 2.0), (0.6, 0.0), (0.55, 0.0), (0.9, 1.0)])
+    _run(objective, tmp_path, epochs=5, select_metric="CIDEr_finished")
+    assert objective.saved == [(1, 0.5), (3, 0.6)]  # 0.7 and 0.9 left captions unfinished
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     scores = [1.0, 0.5]
     straight = Scripted(scores)

@@ -36,10 +36,22 @@ class TunedEncoderDecoder(nn.Module):
     def config(self) -> ModelConfig:
         return self.decoder.config
 
-    def init_state(self, maps: torch.Tensor) -> Any:
+    def encoder_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """The encoder's maps (B, C, H, W) for the trunk's ``maps`` (B, C', H, W), through the top."""
         if maps.dim() != 4:
             raise ValueError(f"the encoder top reads maps (B, C, H, W), not a tensor of shape {tuple(maps.shape)}")
-        return self.decoder.init_state(self.top(maps.float()))
+        return self.top(maps.float())
+
+    def forward(self, maps: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T-1, V), as the decoder's forward on the encoder's maps."""
+        return self.decoder(self.encoder_maps(maps), captions)
+
+    def init_state(self, maps: torch.Tensor) -> Any:
+        return self.decoder.init_state(self.encoder_maps(maps))
+
+    def concepts(self, maps: torch.Tensor) -> Any:
+        """A concept decoder's slots for the trunk's ``maps`` (:meth:`ConceptAttentionDecoder.concepts`)."""
+        return self.decoder.concepts(self.encoder_maps(maps))
 
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return self.decoder.step(tokens, state)

@@ -18,6 +18,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
@@ -27,7 +28,7 @@ from captioner.checkpoint import load_checkpoint
 from training.batches import caption_pairs
 from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.datasets import load_corpus
-from training.encoder_tuning import cache_for
+from training.encoder_tuning import checkpoint_maps
 
 __all__ = ["copy_ranking_loss", "main"]
 
@@ -80,10 +81,10 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"{args.checkpoint} has no concept decoder")
     model.requires_grad_(False)
     corpus = load_corpus(args.data)
-    cache = cache_for(args.features, checkpoint.encoder, [image.name for image in corpus], extract_flags="")
-    features = cache.model_inputs(True)
     images = [image for image in corpus if image.split == "train"]
-    rows = cache.rows([image.name for image in images])
+    # the maps the decoder reads (through a tuned encoder top, if the checkpoint has one)
+    features = checkpoint_maps(checkpoint, args.features, [image.name for image in corpus], [i.name for i in images])
+    rows = np.arange(len(images))
     slots = cached_slot_words(model, features)
     with_slot = [i for i, image in enumerate(images) if bool((slots[rows[i]] >= 0).any())]
     pairs = slotted_caption_pairs([images[i] for i in with_slot], rows[with_slot], vocab, slots, table)

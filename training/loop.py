@@ -178,11 +178,19 @@ def train_epochs(
 LOWER_IS_BETTER = frozenset({"loss", "unfinished"})
 
 
+# A score kept only where no val caption stops mid-phrase: "<score>_finished".
+FINISHED_SUFFIX = "_finished"
+
+
 def _selected(select_metric: str, row: dict[str, float]) -> float:
     """A log row's value of ``select_metric``, higher is better: a ``val`` score, or the negated
     ``val_loss`` (a few validation photos give noisy BLEU and CIDEr) or ``unfinished`` (captions
-    that stop mid-phrase; of equal counts the earliest epoch is kept)."""
+    that stop mid-phrase; of equal counts the earliest epoch is kept). ``CIDEr_finished`` is
+    ``CIDEr`` where no caption is unfinished, and never kept otherwise."""
     name = select_metric.removeprefix("val_")
+    if name.endswith(FINISHED_SUFFIX):
+        finished = row["val_unfinished"] == 0
+        return _selected(name.removesuffix(FINISHED_SUFFIX), row) if finished else float("-inf")
     value = row[f"val_{name}"]
     return -value if name in LOWER_IS_BETTER else value
 

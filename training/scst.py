@@ -60,7 +60,10 @@ class ScstConfig:
     patience: int = 3
     select_metric: str = field(
         default="CIDEr",
-        metadata={"help": "val greedy CIDEr, BLEU-4, or unfinished (the fewest captions that stop mid-phrase)"},
+        metadata={
+            "help": "val greedy CIDEr, BLEU-4, unfinished (the fewest captions that stop mid-phrase), "
+            "or CIDEr_finished (CIDEr, kept only where no caption stops mid-phrase)"
+        },
     )
     seed: int = 0
     threads: int = 0
@@ -101,6 +104,13 @@ class ScstConfig:
             "training.extract_features --tune-encoder-stages N)"
         },
     )
+    imagenet_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "concept decoders with --tune-encoder-stages: weight of the KL divergence that keeps the "
+            "tuned top's ImageNet probabilities those of the untuned encoder (reads its cache too)"
+        },
+    )
 
 
 def _stages(training: dict, stage: dict) -> list[dict]:
@@ -115,6 +125,12 @@ def _some_mirrored(
     """Each row of ``features`` replaced by its mirrored image's row with probability ``chance``."""
     picked = torch.rand(features.shape[0], generator=generator) < chance
     return torch.where(picked.view(-1, *[1] * (features.dim() - 1)), mirrored, features)
+
+
+@torch.inference_mode()
+def untuned_probabilities(model, maps: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """(N, 1000): a concept decoder's ImageNet probabilities of the untuned encoder's ``maps``."""
+    return torch.cat([model.class_probabilities(maps[i : i + chunk]) for i in range(0, len(maps), chunk)])
 
 
 def train_scst(config: ScstConfig) -> Path:
@@ -133,12 +149,10 @@ def train_scst(config: ScstConfig) -> Path:
     initial = load_checkpoint(config.init)
     model, vocab, spec = initial.model, initial.vocab, initial.encoder
     cache_spec, extract_flags = spec, ""
-    if (config.tune_encoder_stages or initial.encoder_tuned_stages) and model.reads_concepts:
-        raise ValueError(
-            "a concept decoder reads ImageNet probabilities from the encoder's own map, which a tuned "
-            "encoder top would change; train it without --tune-encoder-stages"
-        )
-    if config.tune_encoder_stages or initial.encoder_tuned_stages:
+    if config.imagenet_weight < 0:
+        raise ValueError(f"--imagenet-weight must be 0 or more, not {config.imagenet_weight}")
+    tuning = bool(config.tune_encoder_stages or initial.encoder_tuned_stages)
+    if tuning:
         if not model.reads_map:
             raise ValueError(
                 f"--tune-encoder-stages needs a decoder that reads the encoder's map, not {model.name!r} "
@@ -167,7 +181,15 @@ def train_scst(config: ScstConfig) -> Path:
     train_rows = torch.from_numpy(cache.rows([image.name for image in train_images]))
     val_features = pooled[torch.from_numpy(cache.rows([image.name for image in val_images]))]
     table = initial.concepts
-    train_slots = cached_slot_words(initial.model, pooled)[train_rows] if table is not None else None
+    train_slots = imagenet_targets = None
+    if table is not None and tuning:
+        # the slots, and the probabilities the tuned top keeps, from the untuned encoder's maps
+        untuned = cache_for(features_root, spec, names)
+        maps = untuned.model_inputs(True)[torch.from_numpy(untuned.rows([image.name for image in train_images]))]
+        train_slots = cached_slot_words(initial.model, maps)
+        imagenet_targets = untuned_probabilities(initial.model, maps)
+    elif table is not None:
+        train_slots = cached_slot_words(initial.model, pooled)[train_rows]
 
     def inputs(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The model's inputs for training images ``index``: each one mirrored with chance ``--mirrored``."""
@@ -204,6 +226,8 @@ def train_scst(config: ScstConfig) -> Path:
         copy_weight=config.copy_weight,
         reward_end=config.reward_end,
         xe_weight=config.xe_weight,
+        imagenet_targets=imagenet_targets,
+        imagenet_weight=config.imagenet_weight,
     )
     return train_epochs(
         objective,

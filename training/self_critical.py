@@ -6,7 +6,9 @@ samples (``"mean"``; Luo 2020) or the CIDEr-D of its greedy caption (``"greedy"`
 A concept decoder may add the copy term (:func:`copy_loss`); ``xe_weight`` adds the
 cross-entropy of one reference caption per image (a mixed objective, after Paulus et al. 2018),
 which keeps the decoder's grammar where CIDEr-D barely minds it: a caption that stops on "a"
-loses a few n-grams' worth of reward, but no reference ever ends that way. An exponential moving
+loses a few n-grams' worth of reward, but no reference ever ends that way. A concept decoder
+trained with the encoder's top adds :func:`imagenet_drift` (``imagenet_weight``), so the tuned
+top keeps giving the ImageNet probabilities its concepts are read from. An exponential moving
 average of the weights (``ema_decay``) is then what is validated and kept.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "advantages",
     "copy_loss",
     "copy_targets",
+    "imagenet_drift",
     "reference_loss",
     "reference_targets",
     "reward_words",
@@ -59,7 +62,9 @@ class SelfCritical(Objective):
     draws from); ``slots`` (images, K) are a concept decoder's slot words of each training image.
     ``record(epoch, seconds)`` is the checkpoint's training record; a model that tunes the
     encoder's last ``encoder_tuned_stages`` stages (:class:`TunedEncoderDecoder`) is saved as
-    its decoder with the encoder top's weights beside it.
+    its decoder with the encoder top's weights beside it. ``imagenet_targets`` (images, 1000):
+    the untuned encoder's ImageNet probabilities of each training image, which
+    :func:`imagenet_drift` keeps a tuned concept decoder's top close to (weight ``imagenet_weight``).
     """
 
     columns = ("train_loss", "sample_cider_d", "baseline_cider_d")
@@ -88,7 +93,11 @@ class SelfCritical(Objective):
         copy_weight: float,
         reward_end: bool,
         xe_weight: float = 0.0,
+        imagenet_targets: torch.Tensor | None = None,
+        imagenet_weight: float = 0.0,
     ) -> None:
+        if imagenet_targets is not None and not isinstance(model, TunedEncoderDecoder):
+            raise ValueError("ImageNet targets keep a tuned encoder top's head; this model tunes no encoder top")
         self.model, self.images, self.inputs, self.slots, self.val = model, images, inputs, slots, val
         self.spec, self.record, self.encoder_tuned_stages = spec, record, encoder_tuned_stages
         self.batch_size, self.samples, self.baseline, self.clip = batch_size, samples, baseline, clip
@@ -109,6 +118,11 @@ class SelfCritical(Objective):
             plain = reference_targets(images, None, val.vocab, None)
             self.copy_captions = copy_targets(slotted, plain, base=len(val.vocab) - 2 * slots.shape[1])
         self.xe_weight, self.reference_ids = xe_weight, slotted if xe_weight else None
+        self.decoder = model.decoder if isinstance(model, TunedEncoderDecoder) else model
+        self.imagenet_targets = imagenet_targets if imagenet_weight else None
+        self.imagenet_weight = imagenet_weight
+        if self.imagenet_targets is not None:
+            self.columns = (*self.columns, "imagenet_kl")
 
     def batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Generator]]:
         """The epoch's shuffled image batches, each with the epoch's generator (the same draws on resume)."""
@@ -142,15 +156,21 @@ class SelfCritical(Objective):
         loss.backward()
         if self.copy_captions is not None:
             term = copy_loss(self.model, features, index, self.copy_captions, flips, unk_id=self.val.vocab.unk_id)
-            add_copy_gradient(self.model, self.copy_weight * term)
+            add_copy_gradient(self.decoder, self.copy_weight * term)
         if self.reference_ids is not None:
             (self.xe_weight * reference_loss(self.model, features, index, self.reference_ids, flips)).backward()
+        drift = {}
+        if self.imagenet_targets is not None:
+            kl = imagenet_drift(self.model, features, self.imagenet_targets[index])
+            (self.imagenet_weight * kl).backward()
+            drift = {"imagenet_kl": kl.item()}
         baseline = sample_rewards if greedy_rewards is None else greedy_rewards
         return {
             "loss": loss.item(),
             "sample": sample_rewards.mean().item(),
             "baseline": baseline.mean().item(),
             "batches": 1,
+            **drift,
         }
 
     def _reward(self, token_ids: list[int], image: int) -> float:
@@ -160,10 +180,12 @@ class SelfCritical(Objective):
         return self.cider.score(words, self.references[image], key=image)
 
     def epoch_columns(self, sums: dict[str, float]) -> dict[str, float]:
+        drift = {"imagenet_kl": sums["imagenet_kl"] / sums["batches"]} if "imagenet_kl" in self.columns else {}
         return {
             "train_loss": sums["loss"] / sums["batches"],
             "sample_cider_d": sums["sample"] / sums["batches"],
             "baseline_cider_d": sums["baseline"] / sums["batches"],
+            **drift,
         }
 
     def _kept(self) -> nn.Module:
@@ -329,6 +351,14 @@ def copy_loss(
     copy_logit = logits[copies].gather(1, targets[copies][:, None])
     word_logit = logits[copies].gather(1, replaced[copies][:, None])
     return F.softplus(word_logit - copy_logit).mean()
+
+
+def imagenet_drift(model: TunedEncoderDecoder, maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """KL(``targets`` ‖ the tuned top's ImageNet probabilities) of the trunk's ``maps``, mean over
+    the images: how far tuning moved the head a concept decoder reads its concepts from (kept
+    small as in "Learning without Forgetting", Li and Hoiem 2016)."""
+    log_probs = torch.log_softmax(model.decoder.class_logits(model.encoder_maps(maps)), dim=-1)
+    return F.kl_div(log_probs, targets, reduction="batchmean")
 
 
 def add_copy_gradient(model, loss: torch.Tensor) -> None:

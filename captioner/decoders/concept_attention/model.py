@@ -71,10 +71,14 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
             counts = torch.bincount(class_words[mapped], minlength=self.word_vectors.shape[0]).clamp(min=1)
             self.word_vectors.copy_(sums / counts[:, None])
 
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The ImageNet head's logits (B, 1000) for maps (B, C, H, W) or locations (B, L, C)."""
+        pooled = features.float().mean(dim=(2, 3)) if features.dim() == 4 else features.float().mean(dim=1)
+        return torch.addmm(self.imagenet_bias, pooled, self.imagenet_weight.T)
+
     def class_probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """The ImageNet head's probabilities (B, 1000) for maps (B, C, H, W) or locations (B, L, C)."""
-        pooled = features.float().mean(dim=(2, 3)) if features.dim() == 4 else features.float().mean(dim=1)
-        return torch.softmax(torch.addmm(self.imagenet_bias, pooled, self.imagenet_weight.T), dim=-1)
+        return torch.softmax(self.class_logits(features), dim=-1)
 
     def concepts(self, features: torch.Tensor) -> ImageConcepts:
         """The slots' words for the images' features."""
