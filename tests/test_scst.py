@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from pycocoevalcap.cider.cider import Cider
+from torch.optim.swa_utils import AveragedModel
 from training_helpers import read_log, tiny_scst_settings, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
@@ -15,7 +16,7 @@ from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
 from training.scst import ScstConfig, _some_mirrored, _stages, advantages, sample_captions, train_scst
-from training.self_critical import reference_loss, reference_targets
+from training.self_critical import float_average, reference_loss, reference_targets
 from training.train import train
 
 
@@ -200,3 +201,18 @@ def test_the_reference_term_teaches_whole_reference_captions(small_model, small_
         ["a", "dog", "runs", "on", "the", "grass"],
         ["two", "dogs", "play"],
     ]
+
+
+def test_the_weight_average_copies_integer_buffers_and_averages_the_rest():
+    model = torch.nn.Linear(2, 2)
+    model.register_buffer("index", torch.arange(1000))
+    average = AveragedModel(model, multi_avg_fn=float_average(0.997), use_buffers=True)
+    start = model.weight.detach().clone()
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        average.update_parameters(model)
+    assert torch.equal(average.module.index, torch.arange(1000))  # averaged as floats, some would fall by one
+    first = start + 1.0  # the first update copies; the next two average
+    expected = (first * 0.997 + (start + 2.0) * 0.003) * 0.997 + (start + 3.0) * 0.003
+    assert torch.allclose(average.module.weight, expected)

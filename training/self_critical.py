@@ -44,6 +44,7 @@ __all__ = [
     "advantages",
     "copy_loss",
     "copy_targets",
+    "float_average",
     "imagenet_drift",
     "reference_loss",
     "reference_targets",
@@ -108,7 +109,7 @@ class SelfCritical(Objective):
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.average = None
         if ema_decay:
-            self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.average = AveragedModel(model, multi_avg_fn=float_average(ema_decay), use_buffers=True)
             self.optimizer.register_step_post_hook(lambda *_: self.average.update_parameters(model))
         copies = val.table is not None and bool(copy_weight)
         # the references with copy tokens, built once for the copy term and the reference term
@@ -223,6 +224,23 @@ class SelfCritical(Objective):
     def resume(self, state: dict, path: Path) -> None:
         if self.average is not None:
             self.average.load_state_dict(state["average"])
+
+
+def float_average(decay: float) -> Callable:
+    """An exponential moving average of the floating-point parameters and buffers, for
+    :class:`AveragedModel`; integer buffers (a concept decoder's class-to-word index) are copied:
+    averaged in floating point and written back, ``v * decay + v * (1 - decay)`` can land just
+    under ``v`` and truncate to ``v - 1``."""
+    average = get_ema_multi_avg_fn(decay)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+        if averaged[0].is_floating_point():  # the groups share one dtype
+            average(averaged, current, count)
+        else:
+            for kept, now in zip(averaged, current):
+                kept.copy_(now)
+
+    return update
 
 
 def sample_captions(
