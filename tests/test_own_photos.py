@@ -13,15 +13,18 @@ import torch
 
 from captioner import Captioner
 from captioner.captioner import default_checkpoint_path
-from captioner.checkpoint import CheckpointError, load_checkpoint
+from captioner.checkpoint import load_checkpoint
 from captioner.vocab import tokenize
 from training import finetune
 from training.datasets import load_corpus
+from training.encoder_tuning import encoder_to_train_on
 
 
 def _zorblax_folder(folder: Path, mini_corpus: Path) -> tuple[list[str], list[str]]:
     """Photos of the mini corpus with their own captions, "dog" renamed "zorblax" in those whose five
-    captions all name a dog, plus four photos without dogs as they are. Returns (dog photos, others)."""
+    captions all name a dog, plus four photos without dogs as they are; every fourth dog photo is
+    in the validation split, so the epoch kept is one whose captions use the new word. Returns
+    (dog photos, others)."""
     folder.mkdir()
     rows, dogs, others = [], [], []
     for image in load_corpus(mini_corpus):
@@ -35,9 +38,10 @@ def _zorblax_folder(folder: Path, mini_corpus: Path) -> tuple[list[str], list[st
         else:
             continue
         (folder / image.name).symlink_to(image.path)
-        rows += [(image.name, caption) for caption in captions]
+        split = "validation" if image.name in dogs[::4] else "train"
+        rows += [(image.name, caption, split) for caption in captions]
     with open(folder / "metadata.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([("file_name", "text"), *rows])
+        csv.writer(handle).writerows([("file_name", "text", "split"), *rows])
     return dogs, others
 
 
@@ -56,7 +60,13 @@ def test_fine_tuning_the_shipped_checkpoint_on_own_photos_learns_a_new_word(tmp_
     print(f"{len(named)} of {len(dogs)} dog photos captioned with zorblax:", captions)
     assert len(named) >= len(dogs) // 2, captions  # the new word, for what the captions used it for
     assert not any("zorblax" in captions[name].split() for name in others), captions
-    assert (tmp_path / "run" / "features").is_dir() and (tmp_path / "run" / "log.csv").is_file()
+    assert (tmp_path / "run" / "log.csv").is_file()
+    # the shipped encoder's tuned stage is kept, and its maps were cached apart from the untuned encoder's
+    shipped, tuned = load_checkpoint(default_checkpoint_path()), load_checkpoint(best)
+    assert tuned.encoder_tuned_stages == shipped.encoder_tuned_stages == 1
+    assert all(torch.equal(tuned.encoder_weights[n], w) for n, w in shipped.encoder_weights.items())
+    caches = [cache.name for cache in (tmp_path / "run" / "features").iterdir()]
+    assert len(caches) == 1 and caches[0].startswith("efficientnet_lite0_tuned_")
 
 
 def test_finetuning_keeps_the_checkpoints_shape_grows_its_vocabulary_and_selects_by_val_loss(tmp_path):
@@ -71,10 +81,19 @@ def test_finetuning_keeps_the_checkpoints_shape_grows_its_vocabulary_and_selects
     assert config.features == str(tmp_path / "run" / "features")  # never the Flickr8k cache
 
 
-def test_a_checkpoint_with_a_tuned_encoder_is_refused_before_any_work(tmp_path):
-    checkpoint = load_checkpoint(default_checkpoint_path())
-    tuned = dataclasses.replace(checkpoint, encoder_weights={"head.weight": torch.zeros(1)}, encoder_tuned_stages=1)
-    path = tuned.save(tmp_path / "tuned.safetensors")
-    with pytest.raises(CheckpointError, match="fine-tuned its encoder's last stages"):
-        finetune.main(["--data", str(tmp_path / "nowhere"), "--init", str(path), "--out", str(tmp_path / "run")])
-    assert not (tmp_path / "run").exists()
+def test_a_tuned_encoder_is_trained_on_as_it_is_under_a_cache_of_its_own():
+    shipped = load_checkpoint(default_checkpoint_path())
+    assert shipped.encoder_tuned_stages == 1  # the shipped encoder's last stage was tuned
+    encoder, cache_name, kept = encoder_to_train_on("efficientnet_lite0", shipped)
+    assert cache_name.startswith("efficientnet_lite0_tuned_") and kept["encoder_tuned_stages"] == 1
+    name = "backbone.model.conv_head.weight"
+    assert torch.equal(encoder.state_dict()[name], shipped.encoder_weights[name].float())
+    plain, plain_name, nothing = encoder_to_train_on("efficientnet_lite0", None)
+    assert (plain_name, nothing) == ("efficientnet_lite0", {})
+    assert not torch.equal(plain.state_dict()[name], encoder.state_dict()[name])
+    nudged = dataclasses.replace(
+        shipped, encoder_weights={**shipped.encoder_weights, name: shipped.encoder_weights[name] * 2}
+    )
+    assert encoder_to_train_on("efficientnet_lite0", nudged)[1] != cache_name  # other weights, another cache
+    with pytest.raises(ValueError, match="start checkpoint's encoder is efficientnet_lite0"):
+        encoder_to_train_on("efficientnet_lite1", shipped)

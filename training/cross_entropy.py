@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,8 @@ class CrossEntropy(Objective):
 
     ``inputs`` holds every cached image's features (pooled vectors or maps), ``pairs`` the
     training captions as (row of ``inputs``, token ids); ``record(epoch, seconds)`` is the
-    checkpoint's training record. Under ``torchrun`` the model trains as DistributedDataParallel.
+    checkpoint's training record; ``encoder_kept``, the fine-tuned encoder weights the inputs were
+    computed with, go into every checkpoint. Under ``torchrun`` the model trains as DistributedDataParallel.
     """
 
     columns = ("train_loss", "val_loss", "lr")
@@ -70,7 +72,9 @@ class CrossEntropy(Objective):
         attention_reg: float,
         bucket_window: int,
         seed: int,
+        encoder_kept: dict[str, Any] | None = None,
     ) -> None:
+        self.encoder_kept = encoder_kept or {}
         self.model, self.inputs, self.pairs, self.val, self.val_pairs = model, inputs, pairs, val, val_pairs
         self.spec, self.record, self.job = spec, record, job
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -129,6 +133,7 @@ class CrossEntropy(Objective):
             training=self.record(epoch, seconds),
             metrics={"val_greedy": scores},
             concepts=self.val.table,
+            **self.encoder_kept,
         )
 
     def resume_state(self) -> dict:

@@ -8,6 +8,7 @@ the checkpoint, where :meth:`Captioner.load` puts them back into the rebuilt enc
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,20 @@ from torch import nn
 
 from captioner.checkpoint import Checkpoint
 from captioner.config import ModelConfig
-from captioner.encoders import EncoderSpec, ImageEncoder
+from captioner.encoders import EncoderSpec, ImageEncoder, build_encoder
 from training.encoder_split import EncoderTop, split_encoder
 from training.extract_features import cache_dir_for
 from training.feature_cache import FeatureCache, open_cache
 
-__all__ = ["TunedEncoderDecoder", "cache_for", "checkpoint_inputs", "checkpoint_maps", "trunk_flags", "tuned_split"]
+__all__ = [
+    "TunedEncoderDecoder",
+    "cache_for",
+    "checkpoint_inputs",
+    "checkpoint_maps",
+    "encoder_to_train_on",
+    "trunk_flags",
+    "tuned_split",
+]
 
 
 class TunedEncoderDecoder(nn.Module):
@@ -92,6 +101,31 @@ def cache_for(
             f"{root}; run training.extract_features{flags}{' --mirrored' if mirrored else ''} first"
         )
     return cache
+
+
+def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[ImageEncoder, str, dict[str, Any]]:
+    """The encoder whose cached maps a decoder trains on, its cache's name, and what a checkpoint
+    of that decoder must keep of it (``save_checkpoint``'s ``encoder_weights`` and
+    ``encoder_tuned_stages``).
+
+    A start checkpoint whose encoder's last stages were fine-tuned keeps them, fixed: its maps
+    are cached under a name of their own (the tuned weights' digest), never mixed with the
+    untuned encoder's. A concept decoder's checkpoint tuned its top keeping the ImageNet head's
+    probabilities (``training.scst --imagenet-weight``), so its encoder keeps the head too.
+    """
+    if initial is None or not initial.encoder_tuned_stages:
+        return build_encoder(encoder_name), encoder_name, {}
+    if initial.encoder.name != encoder_name:
+        raise ValueError(f"the start checkpoint's encoder is {initial.encoder.name}, not {encoder_name}")
+    digest = hashlib.sha256()
+    for name, weight in sorted(initial.encoder_weights.items()):
+        digest.update(name.encode())
+        digest.update(weight.contiguous().numpy().tobytes())
+    kept = {"encoder_weights": initial.encoder_weights, "encoder_tuned_stages": initial.encoder_tuned_stages}
+    encoder = initial.build_encoder()
+    if initial.model.reads_concepts:  # its top was tuned keeping the ImageNet head's probabilities
+        encoder.imagenet_head = build_encoder(encoder_name).imagenet_head
+    return encoder, f"{encoder_name}_tuned_{digest.hexdigest()[:12]}", kept
 
 
 def trunk_flags(encoder_name: str, tuned_stages: int) -> str:

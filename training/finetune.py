@@ -14,7 +14,7 @@ keeps its weights), the decoder trains by cross-entropy from the checkpoint's we
 progress bar and ETA, and the epoch with the lowest loss on the held-out captions is kept as
 ``<out>/best.safetensors``, a checkpoint the app, the CLI and ``Captioner.load`` serve as they
 are. It is ``training.train --init CHECKPOINT --grow-vocab`` with the checkpoint's own shape and
-settings meant for a small folder.
+settings meant for a small folder; an encoder the checkpoint fine-tuned is kept as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from captioner.captioner import default_checkpoint_path
-from captioner.checkpoint import CheckpointError, read_metadata
+from captioner.checkpoint import read_metadata
 from captioner.config import ModelConfig
 from training.config_cli import config_parser
 from training.train import TrainConfig, train
@@ -76,11 +76,6 @@ def main(argv: list[str] | None = None) -> Path:
     config = FinetuneConfig(**vars(config_parser(FinetuneConfig, __doc__).parse_args(argv)))
     init = Path(config.init) if config.init else default_checkpoint_path()
     meta = read_metadata(init)
-    if meta.get("encoder_tuned_stages", 0):
-        raise CheckpointError(
-            f"{init} fine-tuned its encoder's last stages, which training on cached features would lose; "
-            "start from a checkpoint with a frozen encoder (the shipped one is)"
-        )
     best = train(train_config(config, init, ModelConfig.from_dict(meta["config"])))
     print(f"fine-tuned checkpoint: {best}\nserve it: CAPTIONER_CHECKPOINT={best} python app.py")
     return best

@@ -18,6 +18,8 @@ chains the stages: the new checkpoint's ``training["scst"]`` lists every stage's
 training image, with that chance, from a second cache of the images mirrored left to right
 (``training.extract_features --mirrored``): an augmentation against fitting the training
 references (captions are kept as they are; "left" and "right" are rare in Flickr8k).
+``--tune-encoder-stages 1`` also trains the encoder's last stage and head; for a concept decoder,
+``--imagenet-weight`` keeps the tuned top's ImageNet probabilities near the untuned encoder's.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.concepts import ConceptTable
 from captioner.config import ModelConfig
 from captioner.decoders import build_decoder, decoder_class, decoder_names
-from captioner.encoders import build_encoder
 from captioner.vocab import Vocabulary, tokenize
 from training.batches import caption_pairs
 from training.concept_data import (
@@ -40,6 +39,7 @@ from training.config_cli import config_from_settings, config_parser, config_sett
 from training.cross_entropy import CrossEntropy
 from training.datasets import CaptionedImage, load_corpus
 from training.distributed import Distributed, setup_distributed
+from training.encoder_tuning import encoder_to_train_on
 from training.extract_features import cache_dir_for
 from training.feature_cache import extract_features
 from training.loop import BEST_FILE, train_epochs
@@ -136,11 +136,12 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
     corpus = load_corpus(config.data, annotations=config.annotations)
-    encoder = build_encoder(config.model.encoder)
+    initial = load_checkpoint(config.init) if config.init else None
+    encoder, cache_name, encoder_kept = encoder_to_train_on(config.model.encoder, initial)
     cache = extract_features(
         encoder.to(job.device),
         [image.path for image in corpus],
-        cache_dir_for(Path(config.features), config.model.encoder),
+        cache_dir_for(Path(config.features), cache_name),
         rank=job.rank,
         world_size=job.world_size,
         barrier=job.barrier,
@@ -155,7 +156,6 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         kept = excluding(train_images, config.exclude_words)
         job.log(f"--exclude-words: {len(train_images) - len(kept)} training images left out")
         train_images = kept
-    initial = load_checkpoint(config.init) if config.init else None
     train_captions = [c for image in train_images for c in image.captions]
     vocab = (
         base_vocabulary(initial.vocab)
@@ -224,6 +224,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
         attention_reg=config.attention_reg,
         bucket_window=config.bucket_window,
         seed=config.seed,
+        encoder_kept=encoder_kept,
     )
     job.log(
         f"{len(train_images)} train images, {len(pairs)} captions, vocab {len(vocab)}, "
@@ -242,6 +243,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
             training={**initial.training, "converted": settings},
             metrics={"val_greedy": scores},
             concepts=table,
+            **encoder_kept,
         )
     return train_epochs(
         objective,
