@@ -1,6 +1,6 @@
 """How far a fine-tuned encoder top moved the ImageNet head that a concept decoder reads.
 
-    python -m training.head_drift --checkpoint runs/tuned/ship.safetensors --data ../shared/flickr8k
+    python -m training.head_drift --checkpoint checkpoints/captioner.safetensors --data ../shared/flickr8k
 
 A concept decoder reads its concepts from the encoder's ImageNet head. When self-critical
 training also tunes the encoder's top (``training.scst --tune-encoder-stages``), the head's
