@@ -66,7 +66,8 @@ class Checkpoint:
         )
 
     def build_encoder(self) -> ImageEncoder:
-        """The encoder this checkpoint was trained with, its fine-tuned weights (if any) in place.
+        """The encoder this checkpoint was trained with, its fine-tuned weights (if any) in place;
+        a concept decoder's tuned encoder keeps its ImageNet head (tuned keeping its probabilities).
 
         Raises:
             CheckpointError: the fine-tuned weights do not fit the encoder the spec names.
@@ -74,7 +75,7 @@ class Checkpoint:
         encoder = build_encoder(self.encoder.name)
         if self.encoder_weights:
             try:
-                encoder.load_tuned_weights(self.encoder_weights)
+                encoder.load_tuned_weights(self.encoder_weights, head_kept=self.model.reads_concepts)
             except ValueError as error:
                 raise CheckpointError(str(error)) from error
         return encoder

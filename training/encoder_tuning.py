@@ -110,8 +110,7 @@ def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[
 
     A start checkpoint whose encoder's last stages were fine-tuned keeps them, fixed: its maps
     are cached under a name of their own (the tuned weights' digest), never mixed with the
-    untuned encoder's. A concept decoder's checkpoint tuned its top keeping the ImageNet head's
-    probabilities (``training.scst --imagenet-weight``), so its encoder keeps the head too.
+    untuned encoder's (a concept decoder's keeps its ImageNet head: :meth:`Checkpoint.build_encoder`).
     """
     if initial is None or not initial.encoder_tuned_stages:
         return build_encoder(encoder_name), encoder_name, {}
@@ -122,10 +121,7 @@ def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[
         digest.update(name.encode())
         digest.update(weight.contiguous().numpy().tobytes())
     kept = {"encoder_weights": initial.encoder_weights, "encoder_tuned_stages": initial.encoder_tuned_stages}
-    encoder = initial.build_encoder()
-    if initial.model.reads_concepts:  # its top was tuned keeping the ImageNet head's probabilities
-        encoder.imagenet_head = build_encoder(encoder_name).imagenet_head
-    return encoder, f"{encoder_name}_tuned_{digest.hexdigest()[:12]}", kept
+    return initial.build_encoder(), f"{encoder_name}_tuned_{digest.hexdigest()[:12]}", kept
 
 
 def trunk_flags(encoder_name: str, tuned_stages: int) -> str:

@@ -57,7 +57,7 @@ class ImageEncoder(nn.Module):
 
     ``imagenet_head``: the network's own ImageNet classifier over the pooled map, kept aside for
     concept decoders, which read the 1,000 class probabilities from the same map (None where
-    the encoder has none, or once its top is fine-tuned and its map no longer fits the head).
+    the encoder has none, or once its top is fine-tuned without keeping the head's probabilities).
     """
 
     def __init__(
@@ -111,8 +111,10 @@ class ImageEncoder(nn.Module):
             return self(images)
         return torch.cat([self(part) for part in images.split(chunk_size)])
 
-    def load_tuned_weights(self, weights: dict[str, torch.Tensor]) -> None:
+    def load_tuned_weights(self, weights: dict[str, torch.Tensor], *, head_kept: bool = False) -> None:
         """Replace some of the rebuilt weights with fine-tuned ones (a checkpoint's ``encoder.`` tensors).
+        ``head_kept``: they were tuned keeping the ImageNet head's probabilities (a concept
+        decoder's, ``training.scst --imagenet-weight``), so the head stays; otherwise it is dropped.
 
         Raises:
             ValueError: a name this encoder does not have, or a shape that differs.
@@ -129,7 +131,8 @@ class ImageEncoder(nn.Module):
             for name, tensor in weights.items():
                 own[name].copy_(tensor)
         self._trace = self._traced_layout = None  # trace again with the new weights
-        self.imagenet_head = None  # a tuned top's maps no longer give ImageNet probabilities
+        if not head_kept:
+            self.imagenet_head = None  # a tuned top's maps no longer give ImageNet probabilities
 
     @staticmethod
     def pool(feature_map: torch.Tensor) -> torch.Tensor:
