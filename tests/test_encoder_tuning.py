@@ -17,7 +17,7 @@ from captioner.vocab import Vocabulary
 from training.concept_data import prepare_concept_decoder
 from training.datasets import load_corpus
 from training.encoder_split import split_encoder
-from training.encoder_tuning import TunedEncoderDecoder, checkpoint_maps
+from training.encoder_tuning import TunedEncoderDecoder, checkpoint_maps, encoder_to_train_on
 from training.extract_features import main as extract_main
 from training.scst import ScstConfig, train_scst
 from training.self_critical import SelfCritical, imagenet_drift
@@ -194,3 +194,22 @@ def _unused_objective_settings() -> dict:
         baseline="mean", lr=1e-3, ema_decay=0.0, clip=1.0, max_length=4, seed=0, sample_dropout=False,
         copy_weight=0.0, reward_end=True,
     )  # fmt: skip
+
+
+def test_a_concept_decoder_is_refused_over_a_top_tuned_without_its_head(attention_model, small_vocab, tmp_path):
+    """A soft-attention checkpoint's tuned top no longer gives ImageNet probabilities: converting
+    it to a concept decoder says why rather than blaming the encoder's kind."""
+    encoder = build_encoder("efficientnet_lite0")
+    _, top = split_encoder(build_encoder("efficientnet_lite0"), 1)
+    path = save_checkpoint(
+        tmp_path / "tuned.safetensors",
+        attention_model,
+        small_vocab,
+        encoder.spec,
+        encoder_weights=top.encoder_weights(),
+        encoder_tuned_stages=1,
+    )
+    tuned, _, kept = encoder_to_train_on("efficientnet_lite0", load_checkpoint(path))
+    assert tuned.imagenet_head is None and kept["encoder_tuned_stages"] == 1
+    with pytest.raises(ValueError, match="if fine-tuned, kept the head"):
+        prepare_concept_decoder(_concept_decoder(encoder), ConceptTable.load(), tuned)

@@ -48,7 +48,8 @@ def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: Imag
     """Give a fresh concept decoder its table and a copy of the encoder's ImageNet head."""
     if encoder.imagenet_head is None:
         raise ValueError(
-            f"the {encoder.spec.name} encoder has no ImageNet head; a concept decoder needs an EfficientNet-Lite"
+            f"the {encoder.spec.name} encoder has no ImageNet head; a concept decoder needs an EfficientNet-Lite "
+            "whose top, if fine-tuned, kept the head (a concept decoder's, tuned by training.scst --imagenet-weight)"
         )
     model.set_concept_table(table.class_index(), encoder.imagenet_head)
 
