@@ -1,9 +1,10 @@
-"""The shipped checkpoint's recipe as one command: every stage's command line, the chain, resuming."""
+"""The recipes as one command each: every stage's command line, the chain, resuming."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 import pytest
 from training_helpers import ROOT
@@ -15,9 +16,9 @@ class _Parsed(Exception):
     """Raised in place of running a script, once its parser has accepted the arguments."""
 
 
-@pytest.fixture()
-def plan(tmp_path):
-    return recipe.stages("data/flickr8k", tmp_path / "ship", "feats", threads=2)
+@pytest.fixture(params=sorted(recipe.RECIPES))
+def plan(request, tmp_path):
+    return recipe.stages("data/flickr8k", tmp_path / "ship", "feats", threads=2, recipe=request.param)
 
 
 def test_every_stage_command_line_is_accepted_by_its_script(plan, tmp_path, monkeypatch):
@@ -57,6 +58,15 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "ship").exists()
     with pytest.raises(SystemExit):
         recipe.main(["--data", "x", "--until", "nothing", "--dry-run"])
+
+
+def test_a_named_recipe_has_its_own_root_and_stages(capsys):
+    assert recipe.main(["--data", "data/flickr8k", "--recipe", "concepts_from_xe", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--run-dir runs/concepts_from_xe/xe --decoder concept_attention" in out
+    assert "runs/ship" not in out and "training.fit_copy --checkpoint runs/concepts_from_xe/scst_top/" in out
+    with pytest.raises(ValueError, match="the recipes are shipped, concepts_from_xe"):
+        recipe.stages("data", Path("runs"), "feats", 0, recipe="nothing")
 
 
 @pytest.mark.slow

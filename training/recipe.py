@@ -15,6 +15,10 @@ once, and the export. A stage that finishes leaves a marker in ``<root>/done/``;
 command again after an interruption and the finished stages are skipped while the training
 stages resume from their ``last.pt``.
 ``--until STAGE`` stops after that stage. About 5.5 hours of compute on a 2-core CPU.
+
+``--recipe concepts_from_xe`` (root ``runs/concepts_from_xe``) trains the concept decoder from
+cross-entropy on instead of converting the soft-attention model: its slots and copy tokens are
+learned with the words, so no conversion and no separate copy fit before the encoder-top stage.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import argparse
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Stage", "main", "stages"]
+__all__ = ["RECIPES", "Stage", "StagePaths", "main", "stages"]
 
 
 @dataclass(frozen=True)
@@ -45,52 +50,136 @@ class Stage:
         return shlex.join(["python", "-m", f"training.{self.script}", *self.args])
 
 
-def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
-    """The recipe's stages in order; each reads only the data and what earlier stages wrote."""
-    d, f = ("--data", data), ("--features", features)
-    t = ("--threads", str(threads)) if threads else ()
+@dataclass(frozen=True)
+class StagePaths:
+    """Where a recipe's stages read and write: the data, every run's folder under ``root``, the
+    feature cache, the torch threads."""
 
-    def best(run: str) -> str:
-        return str(root / run / "best.safetensors")
+    data: str
+    root: Path
+    features: str
+    threads: int
 
-    def trained(run: str, init: str | None, flags: str) -> tuple[str, ...]:
+    def best(self, run: str) -> str:
+        return str(self.root / run / "best.safetensors")
+
+    def data_args(self) -> tuple[str, ...]:
+        return ("--data", self.data)
+
+    def common(self) -> tuple[str, ...]:
+        return (*self.data_args(), "--features", self.features)
+
+    def thread_args(self) -> tuple[str, ...]:
+        return ("--threads", str(self.threads)) if self.threads else ()
+
+    def trained(self, run: str, init: str | None, flags: str) -> tuple[str, ...]:
         """A training stage's arguments: its run folder, its start, its settings; resumable."""
-        start = ("--init", best(init)) if init else ()
-        return (*d, *f, "--run-dir", str(root / run), *start, *flags.split(), "--resume", *t)
+        start = ("--init", self.best(init)) if init else ()
+        return (
+            *self.common(),
+            "--run-dir",
+            str(self.root / run),
+            *start,
+            *flags.split(),
+            "--resume",
+            *self.thread_args(),
+        )
 
-    ship, test = str(root / "ship.safetensors"), str(root / "test.json")
-    xe = "--decoder soft_attention --image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-window 50"
-    scst = "--baseline mean --lr 5e-5"
-    # greedy: the app shows each step's top words (beam 3 is measured in docs/); concepts the head
-    # is sure of and a caption leaves out, searched for again from the probability chosen on val
-    decoding = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
-    finished = ("--fewest-unfinished", "--apply")
-    complete = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"  # sentences that finish
-    top = "--tune-encoder-stages 1 --ema-decay 0.997 --copy-weight 1 --xe-weight 0.03 --select-metric CIDEr_finished"
+    def fit_copy(self, checkpoint: str, out: str) -> tuple[str, ...]:
+        return ("--checkpoint", checkpoint, *self.common(), "--out", out, *self.thread_args())
+
+
+SCST = "--baseline mean --lr 5e-5"
+XE = "--image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-window 50"
+# the references' cross-entropy beside the reward: sentences that finish
+COMPLETE = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"
+# the encoder's last stage and head tuned with the decoder, its ImageNet probabilities kept
+TOP = "--tune-encoder-stages 1 --ema-decay 0.997 --copy-weight 1 --xe-weight 0.03 --select-metric CIDEr_finished"
+
+
+def shipped_stages(paths: StagePaths) -> list[Stage]:
+    """The shipped checkpoint's recipe: soft attention by cross-entropy and self-critical training,
+    converted to the concept decoder, then copy, sentence and encoder-top stages."""
+    p, ship = paths, str(paths.root / "ship.safetensors")
     return [
-        Stage("features", "extract_features", (*d, "--out", features, *t)),
-        Stage("xe", "train", trained("xe", None, xe)),
-        Stage("scst_mean", "scst", trained("scst_mean", "xe", f"{scst} --epochs 22 --patience 3")),
+        Stage("features", "extract_features", (*p.data_args(), "--out", p.features, *p.thread_args())),
+        Stage("xe", "train", p.trained("xe", None, f"--decoder soft_attention {XE}")),
+        Stage("scst_mean", "scst", p.trained("scst_mean", "xe", f"{SCST} --epochs 22 --patience 3")),
         Stage(
-            "scst_ema", "scst", trained("scst_ema", "scst_mean", f"{scst} --ema-decay 0.997 --epochs 14 --patience 4")
+            "scst_ema", "scst", p.trained("scst_ema", "scst_mean", f"{SCST} --ema-decay 0.997 --epochs 14 --patience 4")
         ),
         Stage(
             "concepts",
             "train",
-            trained("concepts", "scst_ema", "--decoder concept_attention --image-dropout 0.2 --epochs 0"),
+            p.trained("concepts", "scst_ema", "--decoder concept_attention --image-dropout 0.2 --epochs 0"),
         ),
-        Stage("scst_copy", "scst", trained("scst_copy", "concepts", f"{scst} --epochs 8 --patience 3 --copy-weight 1")),
-        Stage("fit_copy", "fit_copy", ("--checkpoint", best("scst_copy"), *d, *f, "--out", best("fit_copy"), *t)),
-        Stage("scst_end", "scst", trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")),
-        Stage("scst_xe", "scst", trained("scst_xe", "scst_end", f"{scst} {complete} --copy-weight 1")),
-        Stage("fit_copy_end", "fit_copy", ("--checkpoint", best("scst_xe"), *d, *f, "--out", best("fit_copy_end"), *t)),
-        Stage("trunk", "extract_features", (*d, "--out", features, "--tune-encoder-stages", "1", *t)),
-        Stage("scst_top", "scst", trained("scst_top", "fit_copy_end", f"{scst} {top} --epochs 10 --patience 3")),
-        Stage("fit_copy_top", "fit_copy", ("--checkpoint", best("scst_top"), *d, *f, "--out", ship, *t)),
-        Stage("tune_concepts", "tune_concepts", ("--checkpoint", ship, *d, "--biases", "0", "1", "2", *finished)),
-        Stage("calibrate", "calibrate", ("--checkpoint", ship, *d, *f, "--apply")),
-        Stage("tune_decoding", "tune_decoding", ("--checkpoint", ship, *d, *f, *decoding.split(), *t)),
-        Stage("test", "evaluate", ("--checkpoint", ship, *d, "--split", "test", "--out", test, *t)),
+        Stage(
+            "scst_copy", "scst", p.trained("scst_copy", "concepts", f"{SCST} --epochs 8 --patience 3 --copy-weight 1")
+        ),
+        Stage("fit_copy", "fit_copy", p.fit_copy(p.best("scst_copy"), p.best("fit_copy"))),
+        Stage(
+            "scst_end", "scst", p.trained("scst_end", "fit_copy", "--lr 1e-4 --epochs 4 --patience 4 --copy-weight 1")
+        ),
+        Stage("scst_xe", "scst", p.trained("scst_xe", "scst_end", f"{SCST} {COMPLETE} --copy-weight 1")),
+        Stage("fit_copy_end", "fit_copy", p.fit_copy(p.best("scst_xe"), p.best("fit_copy_end"))),
+        _trunk(p),
+        Stage("scst_top", "scst", p.trained("scst_top", "fit_copy_end", f"{SCST} {TOP} --epochs 10 --patience 3")),
+        Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
+        *_choose_test_export(p, ship),
+    ]
+
+
+def concepts_from_xe_stages(paths: StagePaths) -> list[Stage]:
+    """The concept decoder trained with its slots and copy tokens from cross-entropy on (after DCC
+    and NOC), then the shipped recipe's self-critical, sentence and encoder-top stages."""
+    p, ship = paths, str(paths.root / "ship.safetensors")
+    copy = f"{SCST} --copy-weight 1"
+    return [
+        Stage("features", "extract_features", (*p.data_args(), "--out", p.features, *p.thread_args())),
+        Stage("xe", "train", p.trained("xe", None, f"--decoder concept_attention {XE}")),
+        Stage("scst_mean", "scst", p.trained("scst_mean", "xe", f"{copy} --epochs 22 --patience 3")),
+        Stage(
+            "scst_ema", "scst", p.trained("scst_ema", "scst_mean", f"{copy} --ema-decay 0.997 --epochs 14 --patience 4")
+        ),
+        Stage("scst_xe", "scst", p.trained("scst_xe", "scst_ema", f"{copy} {COMPLETE}")),
+        _trunk(p),
+        Stage("scst_top", "scst", p.trained("scst_top", "scst_xe", f"{SCST} {TOP} --epochs 10 --patience 3")),
+        Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
+        *_choose_test_export(p, ship),
+    ]
+
+
+def _trunk(p: StagePaths) -> Stage:
+    """The frozen trunk's maps (the encoder less its last stage and head), for the encoder-top stage."""
+    return Stage(
+        "trunk",
+        "extract_features",
+        (*p.data_args(), "--out", p.features, "--tune-encoder-stages", "1", *p.thread_args()),
+    )
+
+
+def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
+    """The copy bias, temperature and decoding chosen on ``val``, ``test`` read once, the export."""
+    test = str(p.root / "test.json")
+    # greedy: the app shows each step's top words (beam 3 is measured in docs/); concepts the head
+    # is sure of and a caption leaves out, searched for again from the probability chosen on val
+    decoding = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
+    finished = ("--fewest-unfinished", "--apply")
+    return [
+        Stage(
+            "tune_concepts",
+            "tune_concepts",
+            ("--checkpoint", ship, *p.data_args(), "--biases", "0", "1", "2", *finished),
+        ),
+        Stage("calibrate", "calibrate", ("--checkpoint", ship, *p.common(), "--apply")),
+        Stage(
+            "tune_decoding", "tune_decoding", ("--checkpoint", ship, *p.common(), *decoding.split(), *p.thread_args())
+        ),
+        Stage(
+            "test",
+            "evaluate",
+            ("--checkpoint", ship, *p.data_args(), "--split", "test", "--out", test, *p.thread_args()),
+        ),
         Stage(
             "export",
             "export",
@@ -102,28 +191,43 @@ def stages(data: str, root: Path, features: str, threads: int) -> list[Stage]:
                 "--report",
                 f"test_greedy={test}",  # the default decoding is greedy
                 "--out",
-                str(root / "captioner.safetensors"),
+                str(p.root / "captioner.safetensors"),
             ),
         ),  # fmt: skip
     ]
 
 
+RECIPES: dict[str, Callable[[StagePaths], list[Stage]]] = {
+    "shipped": shipped_stages,
+    "concepts_from_xe": concepts_from_xe_stages,
+}
+
+
+def stages(data: str, root: Path, features: str, threads: int, recipe: str = "shipped") -> list[Stage]:
+    """The named recipe's stages in order; each reads only the data and what earlier stages wrote."""
+    if recipe not in RECIPES:
+        raise ValueError(f"no recipe {recipe!r}; the recipes are {', '.join(RECIPES)}")
+    return RECIPES[recipe](StagePaths(data, root, features, threads))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Flickr8k folder (images/ + Flickr8k_text/)")
-    parser.add_argument("--root", type=Path, default=Path("runs/ship"), help="folder of every stage's run")
+    parser.add_argument("--recipe", default="shipped", choices=sorted(RECIPES), help="which recipe (default: shipped)")
+    parser.add_argument("--root", type=Path, help="folder of every stage's run (default: runs/ship, runs/<recipe>)")
     parser.add_argument("--features", default="runs/features", help="feature cache root")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per stage (0: its default)")
     parser.add_argument("--until", help="stop after this stage")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
     args = parser.parse_args(argv)
-    plan = stages(args.data, args.root, args.features, args.threads)
+    root = args.root or Path("runs") / ("ship" if args.recipe == "shipped" else args.recipe)
+    plan = stages(args.data, root, args.features, args.threads, args.recipe)
     names = [stage.name for stage in plan]
     if args.until is not None and args.until not in names:
         parser.error(f"--until: no stage {args.until!r}; the stages are {', '.join(names)}")
     if args.until is not None:
         plan = plan[: names.index(args.until) + 1]
-    done = args.root / "done"
+    done = root / "done"
     for number, stage in enumerate(plan, start=1):
         finished = (done / stage.name).is_file()
         print(f"# {number}/{len(names)} {stage.name}{' (done)' if finished else ''}\n{stage.shown()}", flush=True)
