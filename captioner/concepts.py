@@ -298,10 +298,7 @@ class ConceptReader:
     def read(self, features: torch.Tensor) -> list[ImageConceptWords]:
         """Per image of ``features`` (the maps the decoder read): its slots and shown concepts."""
         probs = self.model.class_probabilities(features)  # (B, 1000)
-        threshold, slots = self.model.config.concept_threshold, self.model.slots
-        concepts = image_concepts(
-            probs, self.model.class_words, len(self.table.words), slots=slots, threshold=threshold
-        )
+        concepts = self.model.concepts_from_probabilities(probs)
         names = imagenet_class_names()
         read = []
         for row, (image_slots, image_scores, image_best) in enumerate(

@@ -188,8 +188,8 @@ def train_scst(config: ScstConfig) -> Path:
         # the slots, and the probabilities the tuned top keeps, from the untuned encoder's maps
         untuned = cache_for(features_root, spec, names)
         maps = untuned.model_inputs(True)[torch.from_numpy(untuned.rows([image.name for image in train_images]))]
-        train_slots = cached_slot_words(initial.model, maps)
         imagenet_targets = untuned_probabilities(initial.model, maps)
+        train_slots = initial.model.concepts_from_probabilities(imagenet_targets).word_ids
     elif table is not None:
         train_slots = cached_slot_words(initial.model, pooled)[train_rows]
 

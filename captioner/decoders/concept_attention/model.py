@@ -82,8 +82,12 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
 
     def concepts(self, features: torch.Tensor) -> ImageConcepts:
         """The slots' words for the images' features."""
+        return self.concepts_from_probabilities(self.class_probabilities(features))
+
+    def concepts_from_probabilities(self, class_probs: torch.Tensor) -> ImageConcepts:
+        """The slots' words for the images' ImageNet probabilities (B, 1000)."""
         return image_concepts(
-            self.class_probabilities(features),
+            class_probs,
             self.class_words,
             self.word_vectors.shape[0],
             slots=self.slots,
