@@ -100,14 +100,9 @@ TOP = "--tune-encoder-stages 1 --ema-decay 0.997 --copy-weight 1 --xe-weight 0.0
 def shipped_stages(paths: StagePaths) -> list[Stage]:
     """The shipped checkpoint's recipe: soft attention by cross-entropy and self-critical training,
     converted to the concept decoder, then copy, sentence and encoder-top stages."""
-    p, ship = paths, str(paths.root / "ship.safetensors")
+    p = paths
     return [
-        Stage("features", "extract_features", (*p.data_args(), "--out", p.features, *p.thread_args())),
-        Stage("xe", "train", p.trained("xe", None, f"--decoder soft_attention {XE}")),
-        Stage("scst_mean", "scst", p.trained("scst_mean", "xe", f"{SCST} --epochs 22 --patience 3")),
-        Stage(
-            "scst_ema", "scst", p.trained("scst_ema", "scst_mean", f"{SCST} --ema-decay 0.997 --epochs 14 --patience 4")
-        ),
+        *_cross_entropy_then_self_critical(p, "soft_attention", SCST),
         Stage(
             "concepts",
             "train",
@@ -122,40 +117,49 @@ def shipped_stages(paths: StagePaths) -> list[Stage]:
         ),
         Stage("scst_xe", "scst", p.trained("scst_xe", "scst_end", f"{SCST} {COMPLETE} --copy-weight 1")),
         Stage("fit_copy_end", "fit_copy", p.fit_copy(p.best("scst_xe"), p.best("fit_copy_end"))),
-        _trunk(p),
-        Stage("scst_top", "scst", p.trained("scst_top", "fit_copy_end", f"{SCST} {TOP} --epochs 10 --patience 3")),
-        Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
-        *_choose_test_export(p, ship),
+        *_encoder_top_to_export(p, "fit_copy_end"),
     ]
 
 
 def concepts_from_xe_stages(paths: StagePaths) -> list[Stage]:
     """The concept decoder trained with its slots and copy tokens from cross-entropy on (after DCC
     and NOC), then the shipped recipe's self-critical, sentence and encoder-top stages."""
-    p, ship = paths, str(paths.root / "ship.safetensors")
-    copy = f"{SCST} --copy-weight 1"
+    p, copy = paths, f"{SCST} --copy-weight 1"
     return [
-        Stage("features", "extract_features", (*p.data_args(), "--out", p.features, *p.thread_args())),
-        Stage("xe", "train", p.trained("xe", None, f"--decoder concept_attention {XE}")),
-        Stage("scst_mean", "scst", p.trained("scst_mean", "xe", f"{copy} --epochs 22 --patience 3")),
-        Stage(
-            "scst_ema", "scst", p.trained("scst_ema", "scst_mean", f"{copy} --ema-decay 0.997 --epochs 14 --patience 4")
-        ),
+        *_cross_entropy_then_self_critical(p, "concept_attention", copy),
         Stage("scst_xe", "scst", p.trained("scst_xe", "scst_ema", f"{copy} {COMPLETE}")),
-        _trunk(p),
-        Stage("scst_top", "scst", p.trained("scst_top", "scst_xe", f"{SCST} {TOP} --epochs 10 --patience 3")),
-        Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
-        *_choose_test_export(p, ship),
+        *_encoder_top_to_export(p, "scst_xe"),
     ]
 
 
-def _trunk(p: StagePaths) -> Stage:
-    """The frozen trunk's maps (the encoder less its last stage and head), for the encoder-top stage."""
-    return Stage(
-        "trunk",
-        "extract_features",
-        (*p.data_args(), "--out", p.features, "--tune-encoder-stages", "1", *p.thread_args()),
-    )
+def _cross_entropy_then_self_critical(p: StagePaths, decoder: str, scst: str) -> list[Stage]:
+    """The features, ``decoder`` by cross-entropy, then self-critical training (``scst``: its
+    settings) and a second self-critical stage keeping an average of the weights."""
+    return [
+        Stage("features", "extract_features", (*p.data_args(), "--out", p.features, *p.thread_args())),
+        Stage("xe", "train", p.trained("xe", None, f"--decoder {decoder} {XE}")),
+        Stage("scst_mean", "scst", p.trained("scst_mean", "xe", f"{scst} --epochs 22 --patience 3")),
+        Stage(
+            "scst_ema", "scst", p.trained("scst_ema", "scst_mean", f"{scst} --ema-decay 0.997 --epochs 14 --patience 4")
+        ),
+    ]
+
+
+def _encoder_top_to_export(p: StagePaths, init: str) -> list[Stage]:
+    """From run ``init``: the frozen trunk's maps (the encoder less its last stage and head), the
+    encoder-top stage, the copy rows refitted through it, then the choices on ``val``, ``test``
+    and the export."""
+    ship = str(p.root / "ship.safetensors")
+    return [
+        Stage(
+            "trunk",
+            "extract_features",
+            (*p.data_args(), "--out", p.features, "--tune-encoder-stages", "1", *p.thread_args()),
+        ),
+        Stage("scst_top", "scst", p.trained("scst_top", init, f"{SCST} {TOP} --epochs 10 --patience 3")),
+        Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
+        *_choose_test_export(p, ship),
+    ]
 
 
 def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
