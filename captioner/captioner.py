@@ -19,6 +19,7 @@ from PIL import Image
 from captioner.checkpoint import Checkpoint, load_checkpoint
 from captioner.checkpoint_metadata import default_checkpoint_path
 from captioner.concepts import Concept, ConceptReader, ImageConceptWords
+from captioner.decoders.concept_attention.read import with_read_concepts
 from captioner.decoding import Decoded, beam_search, constrained_beam_search, greedy_decode, sample_decode
 from captioner.encoders import ImageEncoder, ImagePreprocessor, default_chunk_size
 from captioner.media import ImageSource, read_video_frames
@@ -277,17 +278,19 @@ class Captioner:
             "suppress_ids": self.vocab.never_generated_ids,
         }
         common = {"max_length": max_length, "top_k": top_k, "temperature": temperature, **ids}
-        reads_concepts = self.checkpoint.model.reads_concepts
-        read = ConceptReader(self.checkpoint.model, self.checkpoint.concepts).read(features) if reads_concepts else None
+        model, read = self.model, None
+        if self.checkpoint.model.reads_concepts:  # read once: shown beside the captions, and decoded from
+            concepts, read = ConceptReader(self.checkpoint.model, self.checkpoint.concepts).read(features)
+            model = with_read_concepts(self.model, features, concepts)
         if sample:
             generator = torch.Generator(device=features.device)
             generator.manual_seed(seed if seed is not None else torch.seed())
-            decoded = sample_decode(self.model, features, top_p=top_p, generator=generator, **common)
+            decoded = sample_decode(model, features, top_p=top_p, generator=generator, **common)
         elif beam_size == 1:
-            decoded = greedy_decode(self.model, features, **common)
+            decoded = greedy_decode(model, features, **common)
         else:
             decoded = beam_search(
-                self.model,
+                model,
                 features,
                 beam_size=beam_size,
                 length_penalty=length_penalty,

@@ -295,8 +295,9 @@ class ConceptReader:
     def __init__(self, model, table: ConceptTable, *, classes_per_word: int = 3) -> None:  # noqa: ANN001
         self.model, self.table, self.classes_per_word = model, table, classes_per_word
 
-    def read(self, features: torch.Tensor) -> list[ImageConceptWords]:
-        """Per image of ``features`` (the maps the decoder read): its slots and shown concepts."""
+    def read(self, features: torch.Tensor) -> tuple[ImageConcepts, list[ImageConceptWords]]:
+        """The decoder's concepts of ``features`` (the maps it reads: what its slots hold) and, per
+        image, its slots and shown concepts."""
         probs = self.model.class_probabilities(features)  # (B, 1000)
         concepts = self.model.concepts_from_probabilities(probs)
         names = imagenet_class_names()
@@ -314,7 +315,7 @@ class ConceptReader:
                 shown.append(Concept(self.table.words[word_id], score, classes, word_id in image_slots))
             slot_scores = [score if word_id >= 0 else 0.0 for word_id, score in zip(image_slots, image_scores)]
             read.append(ImageConceptWords(image_slots, shown, self.table, self.model.base_vocab_size, slot_scores))
-        return read
+        return concepts, read
 
     @staticmethod
     def _best_words(concepts: ImageConcepts) -> list[list[int]]:

@@ -133,6 +133,17 @@ def test_the_shipped_decoder_reads_and_copies_the_encoders_concepts(shipped: Cap
     assert "<concept" not in result.caption
 
 
+def test_a_caption_reads_the_imagenet_head_once(shipped: Captioner, monkeypatch):
+    """The concepts shown beside a caption are those it was decoded from, read once."""
+    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
+    head = shipped.checkpoint.model
+    calls = []
+    read = head.class_probabilities
+    monkeypatch.setattr(head, "class_probabilities", lambda features: calls.append(len(features)) or read(features))
+    result = shipped.caption(chelsea, beam_size=1, require_concepts=0)
+    assert calls == [1] and result.concepts[0].word == "cat"
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_a_confident_concept_is_named_when_required(shipped: Captioner, beam_size):
     """The shipped decoder alone writes "dog" for Chelsea; required, the cat the head is sure of

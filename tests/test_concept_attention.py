@@ -13,6 +13,7 @@ from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.concepts import ConceptTable, caption_words, slot_tokens
 from captioner.config import ModelConfig
 from captioner.decoders.concept_attention import ConceptAttentionDecoder, FusedConceptDecoder
+from captioner.decoders.concept_attention.read import with_read_concepts
 from captioner.decoding import beam_search, greedy_decode, sample_decode
 from captioner.encoders import EncoderSpec
 from captioner.vocab import Vocabulary
@@ -129,6 +130,23 @@ def test_the_fused_form_gives_the_reference_captions(concept_model, vocab, nativ
         assert [d.log_prob for d in ours] == pytest.approx([d.log_prob for d in expected], abs=1e-4)
         for d_ours, d_expected in zip(ours, expected):
             assert d_ours.steps[0].attention == pytest.approx(d_expected.steps[0].attention, abs=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_decoding_with_read_concepts_uses_them_for_those_features_only(concept_model, vocab, fused):
+    decoder = concept_model.for_inference("fp16") if fused else concept_model
+    maps = maps_with([True, False])
+    ids = {"start_id": vocab.start_id, "end_id": vocab.end_id, "max_length": 8}
+    with torch.inference_mode():
+        read = with_read_concepts(decoder, maps, concept_model.concepts(maps))
+        for decode, options in ((greedy_decode, {}), (beam_search, {"beam_size": 3})):
+            expected = decode(decoder, maps, **ids, **options)
+            assert [d.token_ids for d in decode(read, maps, **ids, **options)] == [d.token_ids for d in expected]
+        # read as if both showed the cat: the bound features' slot masks follow what was read
+        cat = concept_model.concepts(maps_with([True, True]))
+        told = with_read_concepts(decoder, maps, cat)
+        assert bool((told.init_state(maps)[-1][:, 0] == 0).all())
+        assert float(told.init_state(maps[1:])[-1][0, 0]) == float("-inf")  # other features: read afresh
 
 
 def test_the_table_and_integer_buffers_survive_a_checkpoint(concept_model, vocab, table, tmp_path):

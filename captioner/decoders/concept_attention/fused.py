@@ -17,6 +17,7 @@ from captioner.decoders.soft_attention.fused import FusedAttentionDecoder
 from captioner.decoders.soft_attention.kernels import Record, State
 
 if TYPE_CHECKING:
+    from captioner.concepts import ImageConcepts
     from captioner.decoders.concept_attention.model import ConceptAttentionDecoder
 
 __all__ = ["FusedConceptDecoder"]
@@ -33,17 +34,20 @@ class FusedConceptDecoder(FusedAttentionDecoder):
             self.word_memories = model.word_memories()
         self.slots, self.base_vocab_size = model.slots, model.base_vocab_size
 
-    def _concept_state(self, features: torch.Tensor) -> tuple[State, torch.Tensor]:
-        """The kernels' state before ``<start>`` over the locations and slots, and the slot mask (B, 2K)."""
-        concepts = self.reference.concepts(features)
+    def _concept_state(
+        self, features: torch.Tensor, concepts: ImageConcepts | None = None
+    ) -> tuple[State, torch.Tensor]:
+        """The kernels' state before ``<start>`` over the locations and slots, and the slot mask
+        (B, 2K); ``concepts``: the features' concepts where already read."""
+        concepts = self.reference.concepts(features) if concepts is None else concepts
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
         slots = self.reference.concept_memories(concepts, self.word_memories)
         memories = torch.cat([self.projected(features), slots], dim=1)
         return self.state_over(memories), self.reference.slot_mask(concepts)  # over L + K memories
 
-    def init_state(self, features: torch.Tensor):
-        (h, c, memories, keys, from_h), mask = self._concept_state(features)
+    def init_state(self, features: torch.Tensor, concepts: ImageConcepts | None = None):
+        (h, c, memories, keys, from_h), mask = self._concept_state(features, concepts)
         weights = torch.full(memories.shape[:2], 1.0 / memories.shape[1], device=memories.device)
         return h, c, memories, keys, weights, from_h, mask
 
@@ -53,10 +57,17 @@ class FusedConceptDecoder(FusedAttentionDecoder):
         logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
         return logits, (*fused, mask)
 
-    def greedy_records(self, features: torch.Tensor, *, mask: torch.Tensor | None, **options: Any) -> list[Record]:
+    def greedy_records(
+        self,
+        features: torch.Tensor,
+        *,
+        mask: torch.Tensor | None,
+        concepts: ImageConcepts | None = None,
+        **options: Any,
+    ) -> list[Record]:
         """The compiled greedy loop with the slot mask as a per-image logit mask (B, V); the records'
         attention weights cover the image's locations only, as :meth:`attention_weights` does."""
-        state, slot_mask = self._concept_state(features)
+        state, slot_mask = self._concept_state(features, concepts)
         per_image = torch.zeros(slot_mask.shape[0], self.vocab_size, device=slot_mask.device)
         per_image[:, self.base_vocab_size :] = slot_mask * options["scale"]  # as step's mask, then scaled
         if mask is not None:

@@ -124,8 +124,9 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
         """(B, L + K, E): the image's projected locations, then its concept slots."""
         return torch.cat([self._locations(features), self.concept_memories(concepts)], dim=1)
 
-    def init_state(self, features: torch.Tensor) -> ConceptState:
-        concepts = self.concepts(features)
+    def init_state(self, features: torch.Tensor, concepts: ImageConcepts | None = None) -> ConceptState:
+        """The state before ``<start>``; ``concepts``: the features' concepts where already read."""
+        concepts = self.concepts(features) if concepts is None else concepts
         memories = self.memories(features, concepts)
         mean = memories.mean(dim=1)
         weights = torch.full(memories.shape[:2], 1.0 / memories.shape[1], device=memories.device)
