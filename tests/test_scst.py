@@ -16,7 +16,7 @@ from captioner.vocab import tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
 from training.scst import ScstConfig, _some_mirrored, _stages, advantages, sample_captions, train_scst
-from training.self_critical import float_average, reference_loss, reference_targets
+from training.self_critical import caption_reward, float_average, reference_loss, reference_targets
 from training.train import train
 
 
@@ -31,6 +31,22 @@ def test_cider_d_matches_pycocoevalcap_with_the_same_document_frequencies(mini_c
     assert ours == pytest.approx(list(per_image), rel=1e-9, abs=1e-12)
     assert sum(ours) / len(ours) == pytest.approx(expected)
     assert ours[0] > max(ours[1:])
+
+
+def test_the_reward_adds_sentence_bleu_at_its_weight(mini_corpus):
+    images = load_corpus(mini_corpus)
+    references = [[tokenize(c) for c in image.captions] for image in images]
+    scorer = CiderD(references)
+    copied, other = references[0][1], references[1][0]
+    for words in (copied, other):
+        plain = caption_reward(scorer, words, references[0], key=0)
+        assert plain == scorer.score(words, references[0])
+        mixed = caption_reward(scorer, words, references[0], key=0, bleu_weight=0.5)
+        assert 0.0 < mixed - plain <= 0.5
+    # a copied reference has BLEU-4 1 against the references that hold it
+    assert caption_reward(scorer, copied, references[0], key=0, bleu_weight=0.5) - scorer.score(
+        copied, references[0]
+    ) == pytest.approx(0.5)
 
 
 def test_sampling_masks_after_end(small_model, small_vocab):

@@ -20,6 +20,7 @@ training image, with that chance, from a second cache of the images mirrored lef
 references (captions are kept as they are; "left" and "right" are rare in Flickr8k).
 ``--tune-encoder-stages 1`` also trains the encoder's last stage and head; for a concept decoder,
 ``--imagenet-weight`` keeps the tuned top's ImageNet probabilities near the untuned encoder's.
+``--bleu-weight`` adds sentence BLEU-4 to the CIDEr-D reward.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class ScstConfig:
             "help": "concept decoders with --tune-encoder-stages: weight of the KL divergence that keeps the "
             "tuned top's ImageNet probabilities those of the untuned encoder (reads its cache too)"
         },
+    )
+    bleu_weight: float = field(
+        default=0.0,
+        metadata={"help": "add this much of each sample's sentence BLEU-4 to its CIDEr-D reward (e.g. 1)"},
     )
 
 
@@ -230,6 +235,7 @@ def train_scst(config: ScstConfig) -> Path:
         xe_weight=config.xe_weight,
         imagenet_targets=imagenet_targets,
         imagenet_weight=config.imagenet_weight,
+        bleu_weight=config.bleu_weight,
     )
     return train_epochs(
         objective,

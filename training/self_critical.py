@@ -8,8 +8,10 @@ cross-entropy of one reference caption per image (a mixed objective, after Paulu
 which keeps the decoder's grammar where CIDEr-D barely minds it: a caption that stops on "a"
 loses a few n-grams' worth of reward, but no reference ever ends that way. A concept decoder
 trained with the encoder's top adds :func:`imagenet_drift` (``imagenet_weight``), so the tuned
-top keeps giving the ImageNet probabilities its concepts are read from. An exponential moving
-average of the weights (``ema_decay``) is then what is validated and kept.
+top keeps giving the ImageNet probabilities its concepts are read from. ``bleu_weight`` adds
+that much of the caption's sentence BLEU-4 (nltk, smoothed) to its CIDEr-D reward, a mixed reward
+as in Liu et al. 2017 (SPIDEr). An exponential moving average of the weights (``ema_decay``) is
+then what is validated and kept.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -42,6 +45,7 @@ __all__ = [
     "SelfCritical",
     "add_copy_gradient",
     "advantages",
+    "caption_reward",
     "copy_loss",
     "copy_targets",
     "float_average",
@@ -96,6 +100,7 @@ class SelfCritical(Objective):
         xe_weight: float = 0.0,
         imagenet_targets: torch.Tensor | None = None,
         imagenet_weight: float = 0.0,
+        bleu_weight: float = 0.0,
     ) -> None:
         if imagenet_targets is not None and not isinstance(model, TunedEncoderDecoder):
             raise ValueError("ImageNet targets keep a tuned encoder top's head; this model tunes no encoder top")
@@ -106,6 +111,7 @@ class SelfCritical(Objective):
         self.batch_count = -(-len(images) // batch_size)
         self.references = [[tokenize(c) + ([END] if reward_end else []) for c in image.captions] for image in images]
         self.cider = CiderD(self.references)
+        self.bleu_weight = bleu_weight
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.average = None
         if ema_decay:
@@ -175,10 +181,10 @@ class SelfCritical(Objective):
         }
 
     def _reward(self, token_ids: list[int], image: int) -> float:
-        """CIDEr-D of a caption of training image ``image`` against its references."""
+        """CIDEr-D (plus ``bleu_weight`` × sentence BLEU-4) of a caption of training image ``image``."""
         slots = self.slots[image].tolist() if self.slots is not None else None
         words = reward_words(token_ids, self.val.vocab, slots=slots, table=self.val.table, end=self.reward_end)
-        return self.cider.score(words, self.references[image], key=image)
+        return caption_reward(self.cider, words, self.references[image], key=image, bleu_weight=self.bleu_weight)
 
     def epoch_columns(self, sums: dict[str, float]) -> dict[str, float]:
         drift = {"imagenet_kl": sums["imagenet_kl"] / sums["batches"]} if "imagenet_kl" in self.columns else {}
@@ -285,6 +291,18 @@ def reward_words(
     else:
         words = vocab.decode(ids)
     return [*words, END] if end and vocab.end_id in ids else words
+
+
+def caption_reward(
+    cider: CiderD, words: list[str], references: list[list[str]], *, key: int, bleu_weight: float = 0.0
+) -> float:
+    """CIDEr-D of ``words`` against ``references`` (cached under ``key``), plus ``bleu_weight`` ×
+    their sentence BLEU-4 (nltk, smoothing method 1 of Chen and Cherry 2014: no zero for a
+    caption without a matching 4-gram)."""
+    reward = cider.score(words, references, key=key)
+    if bleu_weight:
+        reward += bleu_weight * sentence_bleu(references, words, smoothing_function=SmoothingFunction().method1)
+    return reward
 
 
 def advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor | None = None) -> torch.Tensor:
