@@ -9,9 +9,9 @@ which keeps the decoder's grammar where CIDEr-D barely minds it: a caption that 
 loses a few n-grams' worth of reward, but no reference ever ends that way. A concept decoder
 trained with the encoder's top adds :func:`imagenet_drift` (``imagenet_weight``), so the tuned
 top keeps giving the ImageNet probabilities its concepts are read from. ``bleu_weight`` adds
-that much of the caption's sentence BLEU-4 (nltk, smoothed) to its CIDEr-D reward, a mixed reward
-as in Liu et al. 2017 (SPIDEr). An exponential moving average of the weights (``ema_decay``) is
-then what is validated and kept.
+that much of the caption's sentence BLEU-4 (nltk, smoothed) to its CIDEr-D reward, a mixed
+reward as Liu et al. 2017 mix SPICE with CIDEr (SPIDEr). An exponential moving average of the
+weights (``ema_decay``) is then what is validated and kept.
 """
 
 from __future__ import annotations
