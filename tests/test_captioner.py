@@ -136,10 +136,14 @@ def test_the_shipped_decoder_reads_and_copies_the_encoders_concepts(shipped: Cap
 def test_a_caption_reads_the_imagenet_head_once(shipped: Captioner, monkeypatch):
     """The concepts shown beside a caption are those it was decoded from, read once."""
     chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
-    head = shipped.checkpoint.model
-    calls = []
-    read = head.class_probabilities
-    monkeypatch.setattr(head, "class_probabilities", lambda features: calls.append(len(features)) or read(features))
+    decoder_class = type(shipped.checkpoint.model)
+    read, calls = decoder_class.class_probabilities, []
+
+    def counted(decoder, features: torch.Tensor) -> torch.Tensor:
+        calls.append(len(features))
+        return read(decoder, features)
+
+    monkeypatch.setattr(decoder_class, "class_probabilities", counted)
     result = shipped.caption(chelsea, beam_size=1, require_concepts=0)
     assert calls == [1] and result.concepts[0].word == "cat"
 
