@@ -65,17 +65,19 @@ class Checkpoint:
             concepts=self.concepts,
         )
 
-    def build_encoder(self) -> ImageEncoder:
+    def build_encoder(self, *, head_kept: bool | None = None) -> ImageEncoder:
         """The encoder this checkpoint was trained with, its fine-tuned weights (if any) in place;
         a concept decoder's tuned encoder keeps its ImageNet head (tuned keeping its probabilities).
+        ``head_kept``: keep the head (True) or drop it (False) whatever the decoder; None: as above.
 
         Raises:
             CheckpointError: the fine-tuned weights do not fit the encoder the spec names.
         """
         encoder = build_encoder(self.encoder.name)
         if self.encoder_weights:
+            kept = self.model.reads_concepts if head_kept is None else head_kept
             try:
-                encoder.load_tuned_weights(self.encoder_weights, head_kept=self.model.reads_concepts)
+                encoder.load_tuned_weights(self.encoder_weights, head_kept=kept)
             except ValueError as error:
                 raise CheckpointError(str(error)) from error
         return encoder

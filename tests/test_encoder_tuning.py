@@ -198,7 +198,8 @@ def _unused_objective_settings() -> dict:
 
 def test_a_concept_decoder_is_refused_over_a_top_tuned_without_its_head(attention_model, small_vocab, tmp_path):
     """A soft-attention checkpoint's tuned top no longer gives ImageNet probabilities: converting
-    it to a concept decoder says why rather than blaming the encoder's kind."""
+    it to a concept decoder says why rather than blaming the encoder's kind, unless asked to keep
+    the head (read through the tuned top, for a later stage to pull back)."""
     encoder = build_encoder("efficientnet_lite0")
     _, top = split_encoder(build_encoder("efficientnet_lite0"), 1)
     path = save_checkpoint(
@@ -213,3 +214,7 @@ def test_a_concept_decoder_is_refused_over_a_top_tuned_without_its_head(attentio
     assert tuned.imagenet_head is None and kept["encoder_tuned_stages"] == 1
     with pytest.raises(ValueError, match="if fine-tuned, kept the head"):
         prepare_concept_decoder(_concept_decoder(encoder), ConceptTable.load(), tuned)
+    kept_head, _, _ = encoder_to_train_on("efficientnet_lite0", load_checkpoint(path), keep_imagenet_head=True)
+    decoder = _concept_decoder(encoder)
+    prepare_concept_decoder(decoder, ConceptTable.load(), kept_head)
+    assert torch.equal(decoder.imagenet_weight, encoder.imagenet_head.weight.to(decoder.imagenet_weight.dtype))

@@ -12,7 +12,7 @@ from training_helpers import read_log, tiny_scst_settings, tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
 from captioner.decoding import greedy_decode
-from captioner.vocab import tokenize
+from captioner.vocab import END, tokenize
 from training.cider import CiderD
 from training.datasets import load_corpus
 from training.scst import ScstConfig, _some_mirrored, _stages, advantages, sample_captions, train_scst
@@ -47,6 +47,18 @@ def test_the_reward_adds_sentence_bleu_at_its_weight(mini_corpus):
     assert caption_reward(scorer, copied, references[0], key=0, bleu_weight=0.5) - scorer.score(
         copied, references[0]
     ) == pytest.approx(0.5)
+
+
+def test_the_reward_takes_the_penalty_from_captions_that_stop_mid_phrase(mini_corpus):
+    images = load_corpus(mini_corpus)
+    references = [[tokenize(c) + [END] for c in image.captions] for image in images]
+    scorer = CiderD(references)
+    whole = references[0][0]
+    cut = [*whole[:2], "a", END]  # e.g. "a dog a <end>"
+    for words, penalised in ((whole, False), (cut, True), (cut[:-1], True)):
+        plain = caption_reward(scorer, words, references[0], key=0)
+        docked = caption_reward(scorer, words, references[0], key=0, unfinished_penalty=0.7)
+        assert docked == pytest.approx(plain - 0.7 if penalised else plain)
 
 
 def test_sampling_masks_after_end(small_model, small_vocab):

@@ -49,7 +49,8 @@ def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: Imag
     if encoder.imagenet_head is None:
         raise ValueError(
             f"the {encoder.spec.name} encoder has no ImageNet head; a concept decoder needs an EfficientNet-Lite "
-            "whose top, if fine-tuned, kept the head (a concept decoder's, tuned by training.scst --imagenet-weight)"
+            "whose top, if fine-tuned, kept the head (a concept decoder's, tuned by training.scst --imagenet-weight; "
+            "training.train --keep-imagenet-head reads it through a top tuned without it)"
         )
     model.set_concept_table(table.class_index(), encoder.imagenet_head)
 

@@ -103,7 +103,9 @@ def cache_for(
     return cache
 
 
-def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[ImageEncoder, str, dict[str, Any]]:
+def encoder_to_train_on(
+    encoder_name: str, initial: Checkpoint | None, *, keep_imagenet_head: bool = False
+) -> tuple[ImageEncoder, str, dict[str, Any]]:
     """The encoder whose cached maps a decoder trains on, its cache's name, and what a checkpoint
     of that decoder must keep of it (``save_checkpoint``'s ``encoder_weights`` and
     ``encoder_tuned_stages``).
@@ -111,6 +113,9 @@ def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[
     A start checkpoint whose encoder's last stages were fine-tuned keeps them, fixed: its maps
     are cached under a name of their own (the tuned weights' digest), never mixed with the
     untuned encoder's (a concept decoder's keeps its ImageNet head: :meth:`Checkpoint.build_encoder`).
+    ``keep_imagenet_head``: keep the head even where the top was tuned without it (a soft-attention
+    model's), read through the tuned top; a concept decoder's ``training.scst --tune-encoder-stages``
+    stage then pulls its probabilities back to the untuned encoder's (``--imagenet-weight``).
     """
     if initial is None or not initial.encoder_tuned_stages:
         return build_encoder(encoder_name), encoder_name, {}
@@ -121,7 +126,8 @@ def encoder_to_train_on(encoder_name: str, initial: Checkpoint | None) -> tuple[
         digest.update(name.encode())
         digest.update(weight.contiguous().numpy().tobytes())
     kept = {"encoder_weights": initial.encoder_weights, "encoder_tuned_stages": initial.encoder_tuned_stages}
-    return initial.build_encoder(), f"{encoder_name}_tuned_{digest.hexdigest()[:12]}", kept
+    encoder = initial.build_encoder(head_kept=True if keep_imagenet_head else None)
+    return encoder, f"{encoder_name}_tuned_{digest.hexdigest()[:12]}", kept
 
 
 def trunk_flags(encoder_name: str, tuned_stages: int) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "invented_subjects",
     "mentions",
     "object_f1",
+    "stops_mid_phrase",
     "unfinished",
 ]
 
@@ -114,10 +115,11 @@ def invented_subjects(
     }
 
 
+def stops_mid_phrase(words: Sequence[str]) -> bool:
+    """True when a caption's last word (of ``words``) is in :data:`UNFINISHED_LAST_WORDS`."""
+    return bool(words) and words[-1] in UNFINISHED_LAST_WORDS
+
+
 def unfinished(predictions: Mapping[str, str]) -> list[str]:
-    """The keys of captions that stop mid-phrase (their last word is in :data:`UNFINISHED_LAST_WORDS`)."""
-    return [
-        key
-        for key, caption in predictions.items()
-        if tokenize(caption)[-1:] and tokenize(caption)[-1] in UNFINISHED_LAST_WORDS
-    ]
+    """The keys of captions that stop mid-phrase (:func:`stops_mid_phrase`)."""
+    return [key for key, caption in predictions.items() if stops_mid_phrase(tokenize(caption))]

@@ -118,6 +118,10 @@ class ScstConfig:
         default=0.0,
         metadata={"help": "add this much of each sample's sentence BLEU-4 to its CIDEr-D reward (e.g. 1)"},
     )
+    unfinished_penalty: float = field(
+        default=0.0,
+        metadata={"help": "take this much from the reward of a sample that stops mid-phrase (on 'a', 'the', ...)"},
+    )
 
 
 def _stages(training: dict, stage: dict) -> list[dict]:
@@ -236,6 +240,7 @@ def train_scst(config: ScstConfig) -> Path:
         imagenet_targets=imagenet_targets,
         imagenet_weight=config.imagenet_weight,
         bleu_weight=config.bleu_weight,
+        unfinished_penalty=config.unfinished_penalty,
     )
     return train_epochs(
         objective,

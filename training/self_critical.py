@@ -10,8 +10,10 @@ loses a few n-grams' worth of reward, but no reference ever ends that way. A con
 trained with the encoder's top adds :func:`imagenet_drift` (``imagenet_weight``), so the tuned
 top keeps giving the ImageNet probabilities its concepts are read from. ``bleu_weight`` adds
 that much of the caption's sentence BLEU-4 (nltk, smoothed) to its CIDEr-D reward, a mixed
-reward as Liu et al. 2017 mix SPICE with CIDEr (SPIDEr). An exponential moving average of the
-weights (``ema_decay``) is then what is validated and kept.
+reward as Liu et al. 2017 mix SPICE with CIDEr (SPIDEr). ``unfinished_penalty`` is taken from the
+reward of a sample that stops mid-phrase (its last word "a", "the", "of", ...: what
+:func:`training.mentions.unfinished` counts), where CIDEr-D alone barely minds the missing noun.
+An exponential moving average of the weights (``ema_decay``) is then what is validated and kept.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from training.cross_entropy import masked_cross_entropy
 from training.datasets import CaptionedImage
 from training.encoder_tuning import TunedEncoderDecoder
 from training.loop import Objective
+from training.mentions import stops_mid_phrase
 from training.validation import ValidationSet
 
 __all__ = [
@@ -101,6 +104,7 @@ class SelfCritical(Objective):
         imagenet_targets: torch.Tensor | None = None,
         imagenet_weight: float = 0.0,
         bleu_weight: float = 0.0,
+        unfinished_penalty: float = 0.0,
     ) -> None:
         if imagenet_targets is not None and not isinstance(model, TunedEncoderDecoder):
             raise ValueError("ImageNet targets keep a tuned encoder top's head; this model tunes no encoder top")
@@ -111,7 +115,7 @@ class SelfCritical(Objective):
         self.batch_count = -(-len(images) // batch_size)
         self.references = [[tokenize(c) + ([END] if reward_end else []) for c in image.captions] for image in images]
         self.cider = CiderD(self.references)
-        self.bleu_weight = bleu_weight
+        self.bleu_weight, self.unfinished_penalty = bleu_weight, unfinished_penalty
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.average = None
         if ema_decay:
@@ -181,10 +185,17 @@ class SelfCritical(Objective):
         }
 
     def _reward(self, token_ids: list[int], image: int) -> float:
-        """CIDEr-D (plus ``bleu_weight`` × sentence BLEU-4) of a caption of training image ``image``."""
+        """The reward (:func:`caption_reward`) of a caption of training image ``image``."""
         slots = self.slots[image].tolist() if self.slots is not None else None
         words = reward_words(token_ids, self.val.vocab, slots=slots, table=self.val.table, end=self.reward_end)
-        return caption_reward(self.cider, words, self.references[image], key=image, bleu_weight=self.bleu_weight)
+        return caption_reward(
+            self.cider,
+            words,
+            self.references[image],
+            key=image,
+            bleu_weight=self.bleu_weight,
+            unfinished_penalty=self.unfinished_penalty,
+        )
 
     def epoch_columns(self, sums: dict[str, float]) -> dict[str, float]:
         drift = {"imagenet_kl": sums["imagenet_kl"] / sums["batches"]} if "imagenet_kl" in self.columns else {}
@@ -294,14 +305,23 @@ def reward_words(
 
 
 def caption_reward(
-    cider: CiderD, words: list[str], references: list[list[str]], *, key: int, bleu_weight: float = 0.0
+    cider: CiderD,
+    words: list[str],
+    references: list[list[str]],
+    *,
+    key: int,
+    bleu_weight: float = 0.0,
+    unfinished_penalty: float = 0.0,
 ) -> float:
     """CIDEr-D of ``words`` against ``references`` (cached under ``key``), plus ``bleu_weight`` ×
     their sentence BLEU-4 (nltk, smoothing method 1 of Chen and Cherry 2014: no zero for a
-    caption without a matching 4-gram)."""
+    caption without a matching 4-gram), less ``unfinished_penalty`` where the caption's last word
+    (``<end>`` aside) leaves a phrase open."""
     reward = cider.score(words, references, key=key)
     if bleu_weight:
         reward += bleu_weight * sentence_bleu(references, words, smoothing_function=SmoothingFunction().method1)
+    if unfinished_penalty and stops_mid_phrase([w for w in words if w != END]):
+        reward -= unfinished_penalty
     return reward
 
 

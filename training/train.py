@@ -102,6 +102,14 @@ class TrainConfig:
     grow_vocab: bool = field(
         default=False, metadata={"help": "with --init: add the train captions' new words seen --min-count times"}
     )
+    keep_imagenet_head: bool = field(
+        default=False,
+        metadata={
+            "help": "with --init of a checkpoint whose encoder top was tuned without its ImageNet head (a "
+            "soft-attention model's): a concept decoder reads the head through that top; a later "
+            "scst --tune-encoder-stages stage pulls its probabilities back (--imagenet-weight)"
+        },
+    )
     exclude_words: str = field(
         default="", metadata={"help": "leave out training images whose captions mention any of these words"}
     )
@@ -137,7 +145,8 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     _seed_everything(config.seed)
     corpus = load_corpus(config.data, annotations=config.annotations)
     initial = load_checkpoint(config.init) if config.init else None
-    encoder, cache_name, encoder_kept = encoder_to_train_on(config.model.encoder, initial)
+    keep_head = config.keep_imagenet_head
+    encoder, cache_name, encoder_kept = encoder_to_train_on(config.model.encoder, initial, keep_imagenet_head=keep_head)
     cache = extract_features(
         encoder.to(job.device),
         [image.path for image in corpus],
