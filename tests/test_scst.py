@@ -190,6 +190,12 @@ def test_ema_decay_out_of_range_is_refused(tmp_path, mini_corpus):
         train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), ema_decay=1.0))
 
 
+@pytest.mark.parametrize("weight", ["unfinished_penalty", "bleu_weight"])
+def test_a_negative_reward_term_is_refused(tmp_path, mini_corpus, weight):
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), **{weight: -1.0}))
+
+
 def test_unknown_baseline_is_refused(tmp_path, mini_corpus):
     with pytest.raises(ValueError, match="--baseline"):
         train_scst(ScstConfig(data=str(mini_corpus), init="unused", run_dir=str(tmp_path), baseline="best"))

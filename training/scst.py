@@ -152,6 +152,9 @@ def train_scst(config: ScstConfig) -> Path:
         raise ValueError(f"--ema-decay must be in [0, 1), not {config.ema_decay}")
     if not 0.0 <= config.mirrored <= 1.0:
         raise ValueError(f"--mirrored must be a probability in [0, 1], not {config.mirrored}")
+    for flag, value in (("--unfinished-penalty", config.unfinished_penalty), ("--bleu-weight", config.bleu_weight)):
+        if value < 0:
+            raise ValueError(f"{flag} must be 0 or more, not {value}")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
