@@ -145,8 +145,9 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
     _seed_everything(config.seed)
     corpus = load_corpus(config.data, annotations=config.annotations)
     initial = load_checkpoint(config.init) if config.init else None
-    keep_head = config.keep_imagenet_head
-    encoder, cache_name, encoder_kept = encoder_to_train_on(config.model.encoder, initial, keep_imagenet_head=keep_head)
+    encoder, cache_name, encoder_kept = encoder_to_train_on(
+        config.model.encoder, initial, keep_imagenet_head=config.keep_imagenet_head
+    )
     cache = extract_features(
         encoder.to(job.device),
         [image.path for image in corpus],
