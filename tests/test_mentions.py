@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.mentions import invented_subjects, object_f1, unfinished
+from captioner.vocab import tokenize
+from training.mentions import invented_subjects, object_f1, stops_mid_phrase, unfinished
 
 REFERENCES = {
     "bike": ["a man rides a bike", "a cyclist on a bicycle", "a man on a bike", "a person outdoors", "a man"],
@@ -32,3 +33,11 @@ def test_invented_subjects_are_categories_no_reference_names():
 def test_captions_that_stop_mid_phrase_are_unfinished():
     captions = {"a": "a boy is playing in a", "b": "two men are standing in front", "c": "a dog runs on the grass"}
     assert unfinished(captions) == ["a", "b"]
+
+
+def test_a_noun_phrase_without_its_noun_is_unfinished_and_a_described_one_is_not():
+    lost_noun = ["two men are playing in a black", "two women are standing in front of a white", "a blue and white"]
+    described = ["a man dressed in black", "a dog is wearing red", "the dog is brown and white", "a man in a red shirt"]
+    assert [stops_mid_phrase(tokenize(c)) for c in lost_noun] == [True, True, True]
+    assert [stops_mid_phrase(tokenize(c)) for c in described] == [False, False, False, False]
+    assert stops_mid_phrase(tokenize("a dog is")) and stops_mid_phrase(tokenize("a boy runs through"))

@@ -15,6 +15,7 @@ from captioner.vocab import tokenize
 
 __all__ = [
     "HELD_OUT_OBJECTS",
+    "MODIFIERS",
     "SUBJECT_CATEGORIES",
     "UNFINISHED_LAST_WORDS",
     "invented_subjects",
@@ -24,10 +25,22 @@ __all__ = [
     "unfinished",
 ]
 
-# A caption that stops on one of these stops mid-phrase ("a boy is playing in a", "... in front").
+# A caption that stops on one of these stops mid-phrase ("a boy is playing in a", "... in front"):
+# articles, prepositions, conjunctions and verbs that Flickr8k's references (almost) never end on.
 UNFINISHED_LAST_WORDS = frozenset(
-    "a an the of in on at with and to for from by into onto front its his her their some two three".split()
+    "a an the of in on at with and to for from by into onto front its his her their some two three four "
+    "several many this that who is are has does as while whilst through across under beside towards toward "
+    "against during very".split()
 )
+
+# Words that describe a thing without naming it: a caption ending on them right after an article
+# ("two women are standing in front of a white", "on a blue and white") has lost its noun. After a
+# preposition they may end it ("a man dressed in black").
+MODIFIERS = frozenset(
+    "red blue green yellow black white brown pink purple grey gray tan blond blonde bright colorful striped "
+    "young little small large big tall long old older wooden rocky grassy snowy sandy muddy".split()
+)
+_ARTICLES = frozenset("a an the its his her their some two three four several many this that".split())
 
 # Eight objects that ImageNet's classes cover and Flickr8k describes, each shown (by at least two
 # of five references) in 10 to 58 test images: the held-out objects of training.heldout_objects.
@@ -116,8 +129,14 @@ def invented_subjects(
 
 
 def stops_mid_phrase(words: Sequence[str]) -> bool:
-    """True when a caption's last word (of ``words``) is in :data:`UNFINISHED_LAST_WORDS`."""
-    return bool(words) and words[-1] in UNFINISHED_LAST_WORDS
+    """True when a caption (its ``words``) ends on a word of :data:`UNFINISHED_LAST_WORDS`, or on
+    :data:`MODIFIERS` (joined by "and") right after an article: a noun phrase without its noun."""
+    if not words or words[-1] in UNFINISHED_LAST_WORDS:
+        return bool(words)
+    start = len(words)
+    while start > 0 and (words[start - 1] in MODIFIERS or (words[start - 1] == "and" and start < len(words))):
+        start -= 1
+    return start < len(words) and (start == 0 or words[start - 1] in _ARTICLES)
 
 
 def unfinished(predictions: Mapping[str, str]) -> list[str]:
