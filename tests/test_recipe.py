@@ -53,7 +53,7 @@ def test_each_stage_starts_from_what_an_earlier_stage_wrote(plan, tmp_path):
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, capsys):
     assert recipe.main(["--data", "data/flickr8k", "--root", str(tmp_path / "ship"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("python -m training.") == 18 and "# 18/18 export" in out
+    assert out.count("python -m training.") == 19 and "# 19/19 export" in out
     assert "python -m training.train --data data/flickr8k --features runs/features --run-dir" in out
     assert not (tmp_path / "ship").exists()
     with pytest.raises(SystemExit):
@@ -79,4 +79,4 @@ def test_the_first_stage_runs_on_the_fixture_and_is_then_skipped(tmp_path, mini_
     capsys.readouterr()
     assert recipe.main([*common, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "# 1/18 features (done)" in out and "# 2/18 xe\n" in out
+    assert "# 1/19 features (done)" in out and "# 2/19 xe\n" in out

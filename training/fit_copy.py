@@ -13,7 +13,6 @@ caption's word. Only the copy rows change, so captions that copy nothing stay as
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from training.batches import caption_pairs
 from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.datasets import load_corpus
 from training.encoder_tuning import checkpoint_maps
+from training.row_fit_cli import row_fit_parser
 
 __all__ = ["copy_ranking_loss", "main"]
 
@@ -62,15 +62,10 @@ def copy_ranking_loss(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--features", type=Path, default=Path("runs/features"))
-    parser.add_argument("--out", required=True, type=Path)
+    parser = row_fit_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,7 +9,8 @@ concept decoder, a self-critical stage with the copy term, the copy tokens fitte
 self-critical stages that finish the sentences (the second with the references' cross-entropy
 beside the reward), the copy tokens fitted again, a self-critical stage that also tunes the
 encoder's last stage and head (keeping its ImageNet probabilities), the copy tokens fitted
-through that top, the copy bias, temperature and decoding (with
+through that top, the copy bias, the ``<end>`` row fitted so that no caption stops on a
+modifier ("... in front of a white"), temperature and decoding (with
 the probability from which a caption must name a concept) chosen on ``val``, ``test`` read
 once, and the export. A stage that finishes leaves a marker in ``<root>/done/``; run the same
 command again after an interruption and the finished stages are skipped while the training
@@ -163,7 +164,8 @@ def _encoder_top_to_export(p: StagePaths, init: str) -> list[Stage]:
 
 
 def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
-    """The copy bias, temperature and decoding chosen on ``val``, ``test`` read once, the export."""
+    """The copy bias, the ``<end>`` row, temperature and decoding chosen on ``val``, ``test`` read
+    once, the export."""
     test = str(p.root / "test.json")
     # greedy: the app shows each step's top words (beam 3 is measured in docs/); concepts the head
     # is sure of and a caption leaves out, searched for again from the probability chosen on val
@@ -175,6 +177,8 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
             "tune_concepts",
             ("--checkpoint", ship, *p.data_args(), "--biases", "0", "1", "2", *finished),
         ),
+        # with the copy bias chosen: the <end> row fitted so that no caption stops on "a white"
+        Stage("fit_end", "fit_end", ("--checkpoint", ship, *p.common(), "--out", ship, *p.thread_args())),
         Stage("calibrate", "calibrate", ("--checkpoint", ship, *p.common(), "--apply")),
         Stage(
             "tune_decoding", "tune_decoding", ("--checkpoint", ship, *p.common(), *decoding.split(), *p.thread_args())
