@@ -28,7 +28,7 @@ from training.batches import caption_pairs
 from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.datasets import load_corpus
 from training.encoder_tuning import checkpoint_maps
-from training.row_fit_cli import row_fit_parser
+from training.row_fit import classifier_inputs, row_fit_parser
 
 __all__ = ["copy_ranking_loss", "main"]
 
@@ -91,8 +91,6 @@ def main(argv: list[str] | None = None) -> Path:
         head.bias[base:].detach().clone().requires_grad_(True),
     )
     optimizer = torch.optim.Adam(slot_rows, lr=args.lr)
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
     started = time.perf_counter()
     for epoch in range(args.epochs):
         order = torch.randperm(len(pairs))
@@ -102,12 +100,9 @@ def main(argv: list[str] | None = None) -> Path:
             slotted = pad_sequence([pairs[i][1] for i in batch], batch_first=True)
             words = pad_sequence([plain[i][1] for i in batch], batch_first=True)
             maps = features[torch.tensor([pairs[i][0] for i in batch])]
-            captured.clear()
             with torch.no_grad():
-                state = model.init_state(maps)
-                mask = state[5]
-                logits = model(maps, slotted)  # (B, T-1, V); the hook keeps each step's hidden state
-            hidden = torch.stack(captured[-(slotted.shape[1] - 1) :], dim=1)  # (B, T-1, H)
+                mask = model.init_state(maps)[5]
+                logits, hidden = classifier_inputs(model, maps, slotted)  # (B, T-1, V), (B, T-1, H)
             targets, replaced = slotted[:, 1:], words[:, 1:]
             keep = targets != vocab.pad_id
             positions_mask = mask[:, None, :].expand(-1, targets.shape[1], -1)[keep]
@@ -119,7 +114,6 @@ def main(argv: list[str] | None = None) -> Path:
             optimizer.step()
             total, count = total + loss.item() * len(batch), count + len(batch)
         print(f"epoch {epoch + 1}: copy ranking loss {total / count:.4f} ({time.perf_counter() - started:.0f} s)")
-    hook.remove()
     with torch.no_grad():
         head.weight[base:] = slot_rows[0]
         head.bias[base:] = slot_rows[1]

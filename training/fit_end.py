@@ -29,7 +29,7 @@ from captioner.decoding import greedy_decode
 from training.datasets import load_corpus
 from training.encoder_tuning import checkpoint_maps
 from training.mentions import stops_mid_phrase
-from training.row_fit_cli import row_fit_parser
+from training.row_fit import classifier_inputs, row_fit_parser
 
 __all__ = ["EndDecisions", "end_row_loss", "main"]
 
@@ -63,46 +63,36 @@ def end_row_loss(end_logit: torch.Tensor, decisions: EndDecisions, weight: float
 def greedy_end_decisions(model, vocab, maps: torch.Tensor, *, max_length: int, batch_size: int) -> EndDecisions:  # noqa: ANN001
     """Greedy-decode ``maps`` with ``model`` (a reference decoder) and teacher-force its captions back
     through it, keeping every step's hidden state (the word classifier's input) and logits."""
-    captured: list[torch.Tensor] = []
-    hook = model.head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
     end, parts = vocab.end_id, []
-    try:
-        for start in tqdm(range(0, len(maps), batch_size), desc="greedy captions", leave=False):
-            batch = maps[start : start + batch_size]
-            with torch.no_grad():
-                decoded = greedy_decode(
-                    model,
-                    batch,
-                    start_id=vocab.start_id,
-                    end_id=end,
-                    max_length=max_length,
-                    top_k=1,
-                    suppress_ids=vocab.never_generated_ids,
-                )
-                captions = [torch.tensor([vocab.start_id, *d.token_ids]) for d in decoded]
-                tokens = pad_sequence(captions, batch_first=True, padding_value=vocab.pad_id)
-                captured.clear()
-                logits = model(batch, tokens)  # (B, T-1, V), predicting tokens[:, 1:]
-            # attention decoders call the classifier once a step, Show and Tell once over the caption
-            hidden = captured[-1] if captured[-1].dim() == 3 else torch.stack(captured[-(tokens.shape[1] - 1) :], dim=1)
-            steps = tokens[:, 1:] != vocab.pad_id
-            ends = tokens[:, 1:] == end
-            stopped = torch.tensor(
-                [stops_mid_phrase([vocab.tokens[t] for t in d.token_ids if t != end]) for d in decoded]
+    for start in tqdm(range(0, len(maps), batch_size), desc="greedy captions", leave=False):
+        batch = maps[start : start + batch_size]
+        with torch.no_grad():
+            decoded = greedy_decode(
+                model,
+                batch,
+                start_id=vocab.start_id,
+                end_id=end,
+                max_length=max_length,
+                top_k=1,
+                suppress_ids=vocab.never_generated_ids,
             )
-            end_logit = logits[..., end].clone()
-            logits[..., [end, *vocab.never_generated_ids]] = float("-inf")  # the best word greedy may choose
-            parts.append(
-                (
-                    hidden[steps],
-                    end_logit[steps],
-                    logits.max(dim=-1).values[steps],
-                    (ends & stopped[:, None])[steps],
-                    (ends & ~stopped[:, None])[steps],
-                )
+            captions = [torch.tensor([vocab.start_id, *d.token_ids]) for d in decoded]
+            tokens = pad_sequence(captions, batch_first=True, padding_value=vocab.pad_id)
+            logits, hidden = classifier_inputs(model, batch, tokens)  # predicting tokens[:, 1:]
+        steps = tokens[:, 1:] != vocab.pad_id
+        ends = tokens[:, 1:] == end
+        stopped = torch.tensor([stops_mid_phrase([vocab.tokens[t] for t in d.token_ids if t != end]) for d in decoded])
+        end_logit = logits[..., end].clone()
+        logits[..., [end, *vocab.never_generated_ids]] = float("-inf")  # the best word greedy may choose
+        parts.append(
+            (
+                hidden[steps],
+                end_logit[steps],
+                logits.max(dim=-1).values[steps],
+                (ends & stopped[:, None])[steps],
+                (ends & ~stopped[:, None])[steps],
             )
-    finally:
-        hook.remove()
+        )
     return EndDecisions(*(torch.cat(column) for column in zip(*parts)))
 
 
@@ -128,8 +118,10 @@ def main(argv: list[str] | None = None) -> Path:
     maps = checkpoint_maps(checkpoint, args.features, [image.name for image in corpus], names)
     decisions = greedy_end_decisions(model, vocab, maps, max_length=args.max_length, batch_size=args.batch_size)
     end = vocab.end_id
-    row = (model.head.weight[end].detach().clone().requires_grad_(True), model.head.bias[end].detach().clone())
-    row[1].requires_grad_(True)
+    row = (
+        model.head.weight[end].detach().clone().requires_grad_(True),
+        model.head.bias[end].detach().clone().requires_grad_(True),
+    )
     optimizer = torch.optim.Adam(row, lr=args.lr)
     for _ in tqdm(range(args.steps), desc="<end> row", leave=False):
         loss = end_row_loss(decisions.hidden @ row[0] + row[1], decisions, args.weight)

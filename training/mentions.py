@@ -131,8 +131,10 @@ def invented_subjects(
 def stops_mid_phrase(words: Sequence[str]) -> bool:
     """True when a caption (its ``words``) ends on a word of :data:`UNFINISHED_LAST_WORDS`, or on
     :data:`MODIFIERS` (joined by "and") right after an article: a noun phrase without its noun."""
-    if not words or words[-1] in UNFINISHED_LAST_WORDS:
-        return bool(words)
+    if not words:
+        return False
+    if words[-1] in UNFINISHED_LAST_WORDS:
+        return True
     start = len(words)
     while start > 0 and (words[start - 1] in MODIFIERS or (words[start - 1] == "and" and start < len(words))):
         start -= 1

@@ -120,7 +120,7 @@ class ScstConfig:
     )
     unfinished_penalty: float = field(
         default=0.0,
-        metadata={"help": "take this much from the reward of a sample that stops mid-phrase (on 'a', 'the', ...)"},
+        metadata={"help": "take this much from the reward of a sample that stops mid-phrase ('a', 'of a white', ...)"},
     )
 
 

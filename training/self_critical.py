@@ -11,7 +11,7 @@ trained with the encoder's top adds :func:`imagenet_drift` (``imagenet_weight``)
 top keeps giving the ImageNet probabilities its concepts are read from. ``bleu_weight`` adds
 that much of the caption's sentence BLEU-4 (nltk, smoothed) to its CIDEr-D reward, a mixed
 reward as Liu et al. 2017 mix SPICE with CIDEr (SPIDEr). ``unfinished_penalty`` is taken from the
-reward of a sample that stops mid-phrase (its last word "a", "the", "of", ...: what
+reward of a sample that stops mid-phrase (on "a", "the", "of", ..., or "a white": what
 :func:`training.mentions.unfinished` counts), where CIDEr-D alone barely minds the missing noun.
 An exponential moving average of the weights (``ema_decay``) is then what is validated and kept.
 """
