@@ -220,14 +220,19 @@ def test_a_photo_click_shows_a_small_spinner_not_the_overlay(client):
 
 
 def test_a_confident_concept_is_named_and_can_be_switched_off(client):
-    """By default (the checkpoint's 0.8) Chelsea's caption names the cat the head is sure of and
-    marks it; at 0 the decoder's own caption, which calls her a dog, is back."""
-    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
-    caption, _, table, *_, concepts = client.predict(handle_file(str(chelsea)), api_name="/caption")
-    assert "cat" in caption.split() and "cat ◆" in [row[1] for row in table["data"]]
+    """By default (the checkpoint's 0.9) the espresso's caption names the coffee the head is sure of
+    and marks it; at 0 the decoder's own caption, which puts the man on water, is back. Chelsea's
+    cat the decoder copies by itself, required or not."""
+    demo = Path(__file__).resolve().parent.parent / "demo"
+    caption, _, table, *_, concepts = client.predict(handle_file(str(demo / "coffee.jpg")), api_name="/caption")
+    assert "coffee" in caption.split() and "coffee ◆" in [row[1] for row in table["data"]]
     assert "in the caption" in concepts
-    free, *_ = client.predict(handle_file(str(chelsea)), "greedy", 3, 5, 20, 0, api_name="/caption")
-    assert "cat" not in free.split()
+    free, *_ = client.predict(handle_file(str(demo / "coffee.jpg")), "greedy", 3, 5, 20, 0, api_name="/caption")
+    assert "coffee" not in free.split()
+    free, _, table, *_ = client.predict(
+        handle_file(str(demo / "chelsea.jpg")), "greedy", 3, 5, 20, 0, api_name="/caption"
+    )
+    assert "cat ◆" in [row[1] for row in table["data"]]
 
 
 def test_the_page_is_built_without_torch_and_requests_wait_for_the_model(tmp_path):

@@ -41,14 +41,14 @@ def test_speed_benchmark_reports_every_row_and_ratio(tmp_path):
         "app round trip, client with one SSL context",
         "concept branch (ImageNet head -> concept slots)",  # the shipped decoder reads concepts
         # it requires confident concepts: a caption searched again for one, beside the same unsearched
-        "caption greedy, a required concept searched again (chelsea.jpg)",
-        "caption greedy, concepts not required (chelsea.jpg)",
+        "caption greedy, a required concept searched again (coffee.jpg)",
+        "caption greedy, concepts not required (coffee.jpg)",
     }
     assert set(rows) == expected
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in rows.values())
     assert len(report["ratios"]) == 11 and all(v > 0 for v in report["ratios"].values())
     assert report["ratios"]["concept branch / encoder batch 1"] < 0.5
-    assert report["ratios"]["a required concept searched again / greedy alone (chelsea.jpg)"] > 1
+    assert report["ratios"]["a required concept searched again / greedy alone (coffee.jpg)"] > 1
     assert report["app"]["requests"] == 1 + 2 * (3 + 2)  # the first caption, warm-ups, both clients
     assert report["app"]["peak_rss_mb"] >= report["app"]["rss_end_mb"] > 0
     assert report["transformers"] == "skipped"

@@ -150,16 +150,16 @@ def test_a_caption_reads_the_imagenet_head_once(shipped: Captioner, monkeypatch)
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_a_confident_concept_is_named_when_required(shipped: Captioner, beam_size):
-    """The shipped decoder alone writes "dog" for Chelsea; required, the cat the head is sure of
-    (0.96) is named, and its word is marked as the concept's."""
-    chelsea = Path(__file__).resolve().parent.parent / "demo" / "chelsea.jpg"
-    free = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0)
-    named = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0.7)
-    assert "cat" not in free.caption.split()
-    assert "cat" in named.caption.split(), named.caption
-    assert [step.concept for step in named.steps if step.word == "cat"] == ["cat"]
+    """The shipped decoder alone puts a man on water for the espresso; required, the coffee the
+    head is sure of (0.9) is named, and its word is marked as the concept's."""
+    coffee = Path(__file__).resolve().parent.parent / "demo" / "coffee.jpg"
+    free = shipped.caption(coffee, beam_size=beam_size, require_concepts=0)
+    named = shipped.caption(coffee, beam_size=beam_size, require_concepts=0.7)
+    assert "coffee" not in free.caption.split()
+    assert "coffee" in named.caption.split(), named.caption
+    assert [step.concept for step in named.steps if step.word == "coffee"] == ["coffee"]
     assert named.finished
-    unsure = shipped.caption(chelsea, beam_size=beam_size, require_concepts=0.99)  # nothing that probable
+    unsure = shipped.caption(coffee, beam_size=beam_size, require_concepts=0.99)  # nothing that probable
     assert unsure.caption == free.caption
 
 

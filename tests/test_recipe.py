@@ -53,8 +53,11 @@ def test_each_stage_starts_from_what_an_earlier_stage_wrote(plan, tmp_path):
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, capsys):
     assert recipe.main(["--data", "data/flickr8k", "--root", str(tmp_path / "ship"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("python -m training.") == 19 and "# 19/19 export" in out
+    assert out.count("python -m training.") == 15 and "# 15/15 export" in out
     assert "python -m training.train --data data/flickr8k --features runs/features --run-dir" in out
+    assert (
+        f"--init {tmp_path}/ship/scst_top/best.safetensors --decoder concept_attention" in out
+    )  # tuned, then converted
     assert not (tmp_path / "ship").exists()
     with pytest.raises(SystemExit):
         recipe.main(["--data", "x", "--until", "nothing", "--dry-run"])
@@ -65,7 +68,10 @@ def test_a_named_recipe_has_its_own_root_and_stages(capsys):
     out = capsys.readouterr().out
     assert "--run-dir runs/concepts_from_xe/xe --decoder concept_attention" in out
     assert "runs/ship" not in out and "training.fit_copy --checkpoint runs/concepts_from_xe/scst_top/" in out
-    with pytest.raises(ValueError, match="the recipes are shipped, concepts_from_xe"):
+    assert recipe.main(["--data", "data/flickr8k", "--recipe", "concepts_then_top", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--run-dir runs/concepts_then_top/concepts --init runs/concepts_then_top/scst_ema/" in out
+    with pytest.raises(ValueError, match="the recipes are shipped, concepts_then_top, concepts_from_xe"):
         recipe.stages("data", Path("runs"), "feats", 0, recipe="nothing")
 
 
@@ -79,4 +85,4 @@ def test_the_first_stage_runs_on_the_fixture_and_is_then_skipped(tmp_path, mini_
     capsys.readouterr()
     assert recipe.main([*common, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "# 1/19 features (done)" in out and "# 2/19 xe\n" in out
+    assert "# 1/15 features (done)" in out and "# 2/15 xe\n" in out

@@ -4,22 +4,22 @@
     python -m training.recipe --data ../shared/flickr8k --dry-run        # print the stages' commands only
 
 Each stage is one ``python -m training.<script>`` command, run as a process of its own: the
-soft-attention model by cross-entropy and two self-critical stages, its conversion to the
-concept decoder, a self-critical stage with the copy term, the copy tokens fitted, two
-self-critical stages that finish the sentences (the second with the references' cross-entropy
-beside the reward), the copy tokens fitted again, a self-critical stage that also tunes the
-encoder's last stage and head (keeping its ImageNet probabilities), the copy tokens fitted
-through that top, the copy bias, the ``<end>`` row fitted so that no caption stops on a
-modifier ("... in front of a white"), temperature and decoding (with
-the probability from which a caption must name a concept) chosen on ``val``, ``test`` read
-once, and the export. A stage that finishes leaves a marker in ``<root>/done/``; run the same
-command again after an interruption and the finished stages are skipped while the training
-stages resume from their ``last.pt``.
-``--until STAGE`` stops after that stage. About 5.5 hours of compute on a 2-core CPU.
+soft-attention model by cross-entropy and two self-critical stages, a third that also tunes the
+encoder's last stage and head, its conversion to the concept decoder (the ImageNet head read
+through that top), a self-critical stage with the copy term and a penalty on samples that stop
+mid-phrase that tunes the top again (keeping its ImageNet probabilities), the copy tokens
+fitted, the copy bias, the ``<end>`` row fitted so that no caption stops on a modifier ("... in
+front of a white"), temperature and decoding (with the probability from which a caption must
+name a concept) chosen on ``val``, ``test`` read once, and the export. A stage that finishes
+leaves a marker in ``<root>/done/``; run the same command again after an interruption and the
+finished stages are skipped while the training stages resume from their ``last.pt``.
+``--until STAGE`` stops after that stage. About 5 hours of compute on a 2-core CPU.
 
-``--recipe concepts_from_xe`` (root ``runs/concepts_from_xe``) trains the concept decoder from
-cross-entropy on instead of converting the soft-attention model: its slots and copy tokens are
-learned with the words, so no conversion and no separate copy fit before the encoder-top stage.
+``--recipe concepts_then_top`` (root ``runs/concepts_then_top``) is the recipe of the checkpoint
+shipped before: the frozen-encoder soft-attention model converted first, then copy, sentence and
+encoder-top stages. ``--recipe concepts_from_xe`` trains the concept decoder from cross-entropy on
+instead of converting the soft-attention model: its slots and copy tokens are learned with the
+words, so no conversion and no separate copy fit before the encoder-top stage.
 """
 
 from __future__ import annotations
@@ -95,12 +95,42 @@ XE = "--image-dropout 0.2 --lr-decay 0.85 --epochs 8 --patience 3 --bucket-windo
 # the references' cross-entropy beside the reward: sentences that finish
 COMPLETE = "--xe-weight 0.03 --epochs 2 --patience 2 --select-metric unfinished"
 # the encoder's last stage and head tuned with the decoder, its ImageNet probabilities kept
-TOP = "--tune-encoder-stages 1 --ema-decay 0.997 --copy-weight 1 --xe-weight 0.03 --select-metric CIDEr_finished"
+TOP_SETTINGS = "--tune-encoder-stages 1 --ema-decay 0.997"
+TOP = f"{TOP_SETTINGS} --copy-weight 1 --xe-weight 0.03 --select-metric CIDEr_finished"
 
 
 def shipped_stages(paths: StagePaths) -> list[Stage]:
     """The shipped checkpoint's recipe: soft attention by cross-entropy and self-critical training,
-    converted to the concept decoder, then copy, sentence and encoder-top stages."""
+    its encoder top tuned, converted to the concept decoder, then a self-critical stage with the
+    copy term and the penalty on unfinished samples, and the copy rows fitted gently."""
+    p, ship = paths, str(paths.root / "ship.safetensors")
+    # the soft-attention top was tuned before <end> joined the reward; the penalty stage finishes sentences
+    soft_top = f"{SCST} --ema-decay 0.997 --tune-encoder-stages 1 --no-reward-end --epochs 10 --patience 3"
+    penalty = "--copy-weight 1 --unfinished-penalty 1 --select-metric CIDEr --epochs 3 --patience 3"
+    return [
+        *_cross_entropy_then_self_critical(p, "soft_attention", SCST),
+        _trunk(p),
+        Stage("scst_top", "scst", p.trained("scst_top", "scst_ema", soft_top)),
+        Stage(
+            "concepts",
+            "train",
+            p.trained(
+                "concepts",
+                "scst_top",
+                "--decoder concept_attention --image-dropout 0.2 --keep-imagenet-head --epochs 0",
+            ),
+        ),
+        Stage("scst_penalty", "scst", p.trained("scst_penalty", "concepts", f"{SCST} {TOP_SETTINGS} {penalty}")),
+        # one epoch at a third of the default rate: the rows learn to copy, the captions keep their scores
+        Stage("fit_copy", "fit_copy", (*p.fit_copy(p.best("scst_penalty"), ship), "--epochs", "1", "--lr", "3e-3")),
+        *_choose_test_export(p, ship),
+    ]
+
+
+def concepts_then_top_stages(paths: StagePaths) -> list[Stage]:
+    """The recipe of the checkpoint shipped before: soft attention by cross-entropy and
+    self-critical training, converted to the concept decoder, then copy, sentence and encoder-top
+    stages."""
     p = paths
     return [
         *_cross_entropy_then_self_critical(p, "soft_attention", SCST),
@@ -152,15 +182,21 @@ def _encoder_top_to_export(p: StagePaths, init: str) -> list[Stage]:
     and the export."""
     ship = str(p.root / "ship.safetensors")
     return [
-        Stage(
-            "trunk",
-            "extract_features",
-            (*p.data_args(), "--out", p.features, "--tune-encoder-stages", "1", *p.thread_args()),
-        ),
+        _trunk(p),
         Stage("scst_top", "scst", p.trained("scst_top", init, f"{SCST} {TOP} --epochs 10 --patience 3")),
         Stage("fit_copy_top", "fit_copy", p.fit_copy(p.best("scst_top"), ship)),
         *_choose_test_export(p, ship),
     ]
+
+
+def _trunk(p: StagePaths) -> Stage:
+    """The frozen trunk's maps (the encoder less its last stage and head), which a stage that
+    tunes the encoder's top reads."""
+    return Stage(
+        "trunk",
+        "extract_features",
+        (*p.data_args(), "--out", p.features, "--tune-encoder-stages", "1", *p.thread_args()),
+    )
 
 
 def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
@@ -207,6 +243,7 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
 
 RECIPES: dict[str, Callable[[StagePaths], list[Stage]]] = {
     "shipped": shipped_stages,
+    "concepts_then_top": concepts_then_top_stages,
     "concepts_from_xe": concepts_from_xe_stages,
 }
 
