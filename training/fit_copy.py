@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
             words = pad_sequence([plain[i][1] for i in batch], batch_first=True)
             maps = features[torch.tensor([pairs[i][0] for i in batch])]
             with torch.no_grad():
-                mask = model.init_state(maps)[5]
+                mask = model.slot_mask(model.concepts(maps))  # (B, 2K): the copy tokens' additive mask
                 logits, hidden = classifier_inputs(model, maps, slotted)  # (B, T-1, V), (B, T-1, H)
             targets, replaced = slotted[:, 1:], words[:, 1:]
             keep = targets != vocab.pad_id
