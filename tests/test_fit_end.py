@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from training_helpers import tiny_train_config
 
 from captioner.checkpoint import load_checkpoint
-from tests.training_helpers import tiny_train_config
 from training.fit_end import EndDecisions, end_row_loss
 from training.fit_end import main as fit_end_main
 from training.train import train

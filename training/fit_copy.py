@@ -28,7 +28,7 @@ from training.batches import caption_pairs
 from training.concept_data import cached_slot_words, slotted_caption_pairs
 from training.datasets import load_corpus
 from training.encoder_tuning import checkpoint_maps
-from training.row_fit import classifier_inputs, row_fit_parser
+from training.row_fit import classifier_inputs, recorded_settings, row_fit_parser
 
 __all__ = ["copy_ranking_loss", "main"]
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
     with torch.no_grad():
         head.weight[base:] = slot_rows[0]
         head.bias[base:] = slot_rows[1]
-    training = {**checkpoint.training, "fit_copy": {**vars(args), "checkpoint": str(args.checkpoint)}}
-    training["fit_copy"] = {k: str(v) if isinstance(v, Path) else v for k, v in training["fit_copy"].items()}
+    training = {**checkpoint.training, "fit_copy": recorded_settings(args)}
     dataclasses.replace(checkpoint, training=training).save(args.out)
     print(f"wrote {args.out}")
     return args.out

@@ -29,7 +29,7 @@ from captioner.decoding import greedy_decode
 from training.datasets import load_corpus
 from training.encoder_tuning import checkpoint_maps
 from training.mentions import stops_mid_phrase
-from training.row_fit import classifier_inputs, row_fit_parser
+from training.row_fit import classifier_inputs, recorded_settings, row_fit_parser
 
 __all__ = ["EndDecisions", "end_row_loss", "main"]
 
@@ -140,8 +140,11 @@ def main(argv: list[str] | None = None) -> Path:
         f"{len(names)} training captions, {unfinished} stopped mid-phrase: {still} still would; "
         f"{others} other decisions changed side ({time.perf_counter() - started:.0f} s)"
     )
-    record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    record |= {"unfinished_before": unfinished, "unfinished_after": still, "other_decisions_changed": others}
+    record = recorded_settings(args) | {
+        "unfinished_before": unfinished,
+        "unfinished_after": still,
+        "other_decisions_changed": others,
+    }
     dataclasses.replace(checkpoint, training={**checkpoint.training, "fit_end": record}).save(args.out)
     print(f"wrote {args.out}")
     return args.out

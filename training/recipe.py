@@ -105,7 +105,7 @@ def shipped_stages(paths: StagePaths) -> list[Stage]:
     copy term and the penalty on unfinished samples, and the copy rows fitted gently."""
     p, ship = paths, str(paths.root / "ship.safetensors")
     # the soft-attention top was tuned before <end> joined the reward; the penalty stage finishes sentences
-    soft_top = f"{SCST} --ema-decay 0.997 --tune-encoder-stages 1 --no-reward-end --epochs 10 --patience 3"
+    soft_top = f"{SCST} {TOP_SETTINGS} --no-reward-end --epochs 10 --patience 3"
     penalty = "--copy-weight 1 --unfinished-penalty 1 --select-metric CIDEr --epochs 3 --patience 3"
     return [
         *_cross_entropy_then_self_critical(p, "soft_attention", SCST),

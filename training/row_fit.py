@@ -1,5 +1,6 @@
 """What the stages that refit a few rows of a checkpoint's word classifier share (``fit_copy``,
-``fit_end``): their command line, and the classifier's inputs under teacher forcing."""
+``fit_end``): their command line and how it is recorded, and the classifier's inputs under
+teacher forcing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["classifier_inputs", "row_fit_parser"]
+__all__ = ["classifier_inputs", "recorded_settings", "row_fit_parser"]
 
 
 def row_fit_parser(description: str | None) -> argparse.ArgumentParser:
@@ -22,6 +23,11 @@ def row_fit_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=0)
     return parser
+
+
+def recorded_settings(args: argparse.Namespace) -> dict:
+    """The parsed settings as a checkpoint's training metadata records them (paths as strings)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
 def classifier_inputs(
