@@ -150,16 +150,16 @@ def test_a_caption_reads_the_imagenet_head_once(shipped: Captioner, monkeypatch)
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_a_confident_concept_is_named_when_required(shipped: Captioner, beam_size):
-    """The shipped decoder alone puts a man on water for the espresso; required, the coffee the
-    head is sure of (0.9) is named, and its word is marked as the concept's."""
-    coffee = Path(__file__).resolve().parent.parent / "demo" / "coffee.jpg"
-    free = shipped.caption(coffee, beam_size=beam_size, require_concepts=0)
-    named = shipped.caption(coffee, beam_size=beam_size, require_concepts=0.7)
-    assert "coffee" not in free.caption.split()
-    assert "coffee" in named.caption.split(), named.caption
-    assert [step.concept for step in named.steps if step.word == "coffee"] == ["coffee"]
+    """The shipped decoder alone has a boy run on the beach; required, the cheetah the head is sure
+    of (0.92) is named, and its word is marked as the concept's."""
+    cheetah = Path(__file__).resolve().parent.parent / "demo" / "outside_flickr8k" / "cheetah_running.jpg"
+    free = shipped.caption(cheetah, beam_size=beam_size, require_concepts=0)
+    named = shipped.caption(cheetah, beam_size=beam_size, require_concepts=0.7)
+    assert "cheetah" not in free.caption.split()
+    assert "cheetah" in named.caption.split(), named.caption
+    assert [step.concept for step in named.steps if step.word == "cheetah"] == ["cheetah"]
     assert named.finished
-    unsure = shipped.caption(coffee, beam_size=beam_size, require_concepts=0.99)  # nothing that probable
+    unsure = shipped.caption(cheetah, beam_size=beam_size, require_concepts=0.99)  # nothing that probable
     assert unsure.caption == free.caption
 
 

@@ -109,14 +109,14 @@ def test_closed_standard_output_is_an_error_not_a_silent_success(dog_photo):
 
 
 def test_cli_names_a_required_concept_and_refuses_a_bad_probability(capsys):
-    coffee = os.path.join(os.path.dirname(__file__), "..", "demo", "coffee.jpg")
-    assert main(["caption", "--require-concepts", "0.7", "--concepts", coffee]) == 0
+    cheetah = os.path.join(os.path.dirname(__file__), "..", "demo", "outside_flickr8k", "cheetah_running.jpg")
+    assert main(["caption", "--require-concepts", "0.7", "--concepts", cheetah]) == 0
     _, caption, concepts = capsys.readouterr().out.strip().split("\t")
-    assert "coffee" in caption.split() and "→ coffee" in concepts
-    assert main(["caption", "--require-concepts", "0", coffee]) == 0
-    assert "coffee" not in capsys.readouterr().out.split()
+    assert "cheetah" in caption.split() and "→ cheetah" in concepts
+    assert main(["caption", "--require-concepts", "0", cheetah]) == 0
+    assert "cheetah" not in capsys.readouterr().out.strip().split("\t")[1].split()
     with pytest.raises(SystemExit) as refused:
-        main(["caption", "--require-concepts", "1.5", coffee])
+        main(["caption", "--require-concepts", "1.5", cheetah])
     assert refused.value.code == 2 and "--require-concepts must be" in capsys.readouterr().err
-    assert main(["caption", "--require-concepts", "0.5", "--sample", coffee]) == 2
+    assert main(["caption", "--require-concepts", "0.5", "--sample", cheetah]) == 2
     assert "not --sample" in capsys.readouterr().err

@@ -23,7 +23,8 @@ def plan(request, tmp_path):
 
 def test_every_stage_command_line_is_accepted_by_its_script(plan, tmp_path, monkeypatch):
     (tmp_path / "ship").mkdir()
-    (tmp_path / "ship" / "test.json").write_text("{}")  # export's parser reads the evaluation report
+    for report in ("test.json", "test_greedy.json"):  # export's parser reads the evaluation reports
+        (tmp_path / "ship" / report).write_text("{}")
     parse = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):
@@ -53,7 +54,7 @@ def test_each_stage_starts_from_what_an_earlier_stage_wrote(plan, tmp_path):
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, capsys):
     assert recipe.main(["--data", "data/flickr8k", "--root", str(tmp_path / "ship"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("python -m training.") == 15 and "# 15/15 export" in out
+    assert out.count("python -m training.") == 17 and "# 17/17 export" in out
     assert "python -m training.train --data data/flickr8k --features runs/features --run-dir" in out
     assert (
         f"--init {tmp_path}/ship/scst_top/best.safetensors --decoder concept_attention" in out
@@ -85,4 +86,4 @@ def test_the_first_stage_runs_on_the_fixture_and_is_then_skipped(tmp_path, mini_
     capsys.readouterr()
     assert recipe.main([*common, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "# 1/15 features (done)" in out and "# 2/15 xe\n" in out
+    assert "# 1/17 features (done)" in out and "# 2/17 xe\n" in out

@@ -9,10 +9,11 @@ encoder's last stage and head, its conversion to the concept decoder (the ImageN
 through that top), a self-critical stage with the copy term and a penalty on samples that stop
 mid-phrase that tunes the top again (keeping its ImageNet probabilities), the copy tokens
 fitted, the copy bias, the ``<end>`` row fitted so that no caption stops on a modifier ("... in
-front of a white"), temperature and decoding (with the probability from which a caption must
-name a concept) chosen on ``val``, ``test`` read once, and the export. A stage that finishes
-leaves a marker in ``<root>/done/``; run the same command again after an interruption and the
-finished stages are skipped while the training stages resume from their ``last.pt``.
+front of a white"), temperature, the probability from which a caption must name a concept and
+then the beams chosen on ``val``, ``test`` read once (and under greedy, the app's other choice),
+and the export. A stage that finishes leaves a marker in ``<root>/done/``; run the same command
+again after an interruption and the finished stages are skipped while the training stages resume
+from their ``last.pt``.
 ``--until STAGE`` stops after that stage. About 5 hours of compute on a 2-core CPU.
 
 ``--recipe concepts_then_top`` (root ``runs/concepts_then_top``) is the recipe of the checkpoint
@@ -202,10 +203,11 @@ def _trunk(p: StagePaths) -> Stage:
 def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
     """The copy bias, the ``<end>`` row, temperature and decoding chosen on ``val``, ``test`` read
     once, the export."""
-    test = str(p.root / "test.json")
-    # greedy: the app shows each step's top words (beam 3 is measured in docs/); concepts the head
-    # is sure of and a caption leaves out, searched for again from the probability chosen on val
-    decoding = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
+    test, test_greedy = str(p.root / "test.json"), str(p.root / "test_greedy.json")
+    # concepts the head is sure of and a caption leaves out, searched for again from the probability
+    # chosen on val under greedy decoding; then the beams, with that probability kept
+    concepts = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
+    beams = "--beams 1 3 5 --length-penalties 1 1.5 2 --no-repeat-ngrams 0 3 --apply"
     finished = ("--fewest-unfinished", "--apply")
     return [
         Stage(
@@ -217,12 +219,23 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
         Stage("fit_end", "fit_end", ("--checkpoint", ship, *p.common(), "--out", ship, *p.thread_args())),
         Stage("calibrate", "calibrate", ("--checkpoint", ship, *p.common(), "--apply")),
         Stage(
-            "tune_decoding", "tune_decoding", ("--checkpoint", ship, *p.common(), *decoding.split(), *p.thread_args())
+            "tune_decoding", "tune_decoding", ("--checkpoint", ship, *p.common(), *concepts.split(), *p.thread_args())
         ),
+        Stage("tune_beams", "tune_decoding", ("--checkpoint", ship, *p.common(), *beams.split(), *p.thread_args())),
         Stage(
             "test",
             "evaluate",
             ("--checkpoint", ship, *p.data_args(), "--split", "test", "--out", test, *p.thread_args()),
+        ),
+        Stage(  # the app's other choice, reported beside the default
+            "test_greedy",
+            "evaluate",
+            (
+                *("--checkpoint", ship, *p.data_args(), "--split", "test", "--beam", "1"),
+                "--out",
+                test_greedy,
+                *p.thread_args(),
+            ),
         ),
         Stage(
             "export",
@@ -233,7 +246,7 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
                 "--report",
                 f"test_default={test}",
                 "--report",
-                f"test_greedy={test}",  # the default decoding is greedy
+                f"test_greedy={test_greedy}",
                 "--out",
                 str(p.root / "captioner.safetensors"),
             ),

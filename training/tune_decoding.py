@@ -7,7 +7,8 @@
 Prints one row per setting (BLEU-1..4, CIDEr with the Java-free scorers, mean caption length
 and its ratio to the mean reference length, captions that stop mid-phrase, the share that invent
 a person or animal) and writes the grid as JSON. ``--require-concepts`` adds constrained beam
-search (concepts at least that probable must be named; 0 = off) to the grid. With ``--apply`` the
+search (concepts at least that probable must be named; 0 = off) to the grid; left out, the
+checkpoint's stored choice is kept, so beams can be chosen after the concepts. With ``--apply`` the
 setting with the best ``--select`` score becomes the checkpoint's default decoding (what the
 app, the CLI and ``training.evaluate`` use unless told otherwise). Decode the test split with
 the chosen setting only once, via ``training.evaluate``.
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--length-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     parser.add_argument("--no-repeat-ngrams", type=int, nargs="+", default=[0], help="0 = repeats allowed")
     parser.add_argument(
-        "--require-concepts", type=float, nargs="+", default=[0.0], help="concept probabilities to name; 0 = off"
+        "--require-concepts",
+        type=float,
+        nargs="+",
+        help="concept probabilities to name; 0 = off (default: the checkpoint's stored choice)",
     )
     parser.add_argument("--max-length", type=int, default=20)
     parser.add_argument("--select", default="CIDEr", choices=["CIDEr", "BLEU-4"], help="score that picks the best")
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     captioner = Captioner.load(args.checkpoint)
+    requires = args.require_concepts or [captioner.default_decoding["require_concepts"]]
     corpus = load_corpus(args.data, annotations=args.annotations)
     images = [image for image in corpus if image.split == args.split]
     names = [image.name for image in images]
@@ -65,12 +70,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     references = {image.name: list(image.captions) for image in images}
     reference_length = float(np.mean([len(tokenize(c)) for caps in references.values() for c in caps]))
     grid = []
-    settings = [(1, 0.0, 0, r) for r in args.require_concepts] if 1 in args.beams else []
+    settings = [(1, 0.0, 0, r) for r in requires] if 1 in args.beams else []
     settings += [
         setting
-        for setting in itertools.product(
-            args.beams, args.length_penalties, args.no_repeat_ngrams, args.require_concepts
-        )
+        for setting in itertools.product(args.beams, args.length_penalties, args.no_repeat_ngrams, requires)
         if setting[0] > 1
     ]
     for beam, penalty, no_repeat, require in tqdm(settings, desc="settings"):
