@@ -1,11 +1,11 @@
-"""Object-mention F1, invented subjects and unfinished captions on hand-made captions."""
+"""Object-mention F1, invented subjects, unfinished captions and doubled words on hand-made captions."""
 
 from __future__ import annotations
 
 import pytest
 
 from captioner.vocab import tokenize
-from training.mentions import invented_subjects, object_f1, stops_mid_phrase, unfinished
+from training.mentions import doubled_words, invented_subjects, object_f1, stops_mid_phrase, unfinished
 
 REFERENCES = {
     "bike": ["a man rides a bike", "a cyclist on a bicycle", "a man on a bike", "a person outdoors", "a man"],
@@ -41,3 +41,8 @@ def test_a_noun_phrase_without_its_noun_is_unfinished_and_a_described_one_is_not
     assert [stops_mid_phrase(tokenize(c)) for c in lost_noun] == [True, True, True]
     assert [stops_mid_phrase(tokenize(c)) for c in described] == [False, False, False, False]
     assert stops_mid_phrase(tokenize("a dog is")) and stops_mid_phrase(tokenize("a boy runs through"))
+
+
+def test_a_word_written_twice_in_a_row_is_counted_once_per_caption():
+    captions = {"a": "a black dog dog is running", "b": "a dog is playing with a dog", "c": "Two dogs dogs dogs ."}
+    assert doubled_words(captions) == ["a", "c"]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from captioner.captioner import Captioner
 from captioner.precision import DECODER_PRECISIONS
 from training.datasets import SPLITS, load_corpus
-from training.mentions import invented_subjects, unfinished
+from training.mentions import doubled_words, invented_subjects, unfinished
 from training.metrics import java_available, score_captions
 
 __all__ = ["evaluate", "main"]
@@ -84,6 +84,7 @@ def evaluate(
         "seconds": round(seconds, 1),
         "metrics": metrics,
         "unfinished_captions": len(stopped),
+        "doubled_words": len(doubled_words(predictions)),
         "invented_subjects": invented_subjects(predictions, references),
         "samples": dict(list(predictions.items())[:10]),
         "unfinished_samples": {key: predictions[key] for key in stopped[:10]},
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
     report["checkpoint"] = str(args.checkpoint or "shipped")
     report["decoder_precision"] = captioner.decoder_precision
     invented = report["invented_subjects"]["share"]
-    print(f"unfinished captions {report['unfinished_captions']}, invented subjects {invented:.1f} %")
+    print(
+        f"unfinished captions {report['unfinished_captions']}, invented subjects {invented:.1f} %, "
+        f"a word twice in a row {report['doubled_words']}"
+    )
     for name, value in report["metrics"].items():
         print(f"{name:8s} {value:7.2f}" if name != "CIDEr" else f"{name:8s} {value:7.3f}")
     out = args.out or Path(f"{args.checkpoint or 'checkpoint'}.{args.split}.beam{report['beam_size']}.json")

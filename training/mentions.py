@@ -5,15 +5,18 @@
   F1 of "the caption mentions it" against "the image shows it", over a split.
 * :func:`invented_subjects`, after CHAIR (Rohrbach et al. 2018), per caption: the share of
   captions naming a person or an animal (by category) that none of the image's references names.
+* :func:`doubled_words`: captions that write one word twice in a row ("a black dog dog").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 from captioner.vocab import tokenize
 
 __all__ = [
+    "doubled_words",
     "HELD_OUT_OBJECTS",
     "MODIFIERS",
     "SUBJECT_CATEGORIES",
@@ -144,3 +147,8 @@ def stops_mid_phrase(words: Sequence[str]) -> bool:
 def unfinished(predictions: Mapping[str, str]) -> list[str]:
     """The keys of captions that stop mid-phrase (:func:`stops_mid_phrase`)."""
     return [key for key, caption in predictions.items() if stops_mid_phrase(tokenize(caption))]
+
+
+def doubled_words(predictions: Mapping[str, str]) -> list[str]:
+    """The keys of captions that write one word twice in a row ("a black dog dog")."""
+    return [key for key, caption in predictions.items() if any(a == b for a, b in pairwise(tokenize(caption)))]
