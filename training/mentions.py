@@ -16,11 +16,11 @@ from itertools import pairwise
 from captioner.vocab import tokenize
 
 __all__ = [
-    "doubled_words",
     "HELD_OUT_OBJECTS",
     "MODIFIERS",
     "SUBJECT_CATEGORIES",
     "UNFINISHED_LAST_WORDS",
+    "doubled_words",
     "invented_subjects",
     "mentions",
     "object_f1",
