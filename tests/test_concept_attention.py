@@ -59,6 +59,7 @@ def concept_model(vocab: Vocabulary, table: ConceptTable) -> ConceptAttentionDec
         for parameter in model.parameters():
             parameter.copy_(parameter.half().float())
     model.set_concept_table(table.class_index(), head)
+    model.read_copies_as_words(table.words, table.plurals, vocab)
     return model.eval()
 
 
@@ -109,6 +110,33 @@ def test_a_copy_bias_raises_the_filled_slots_logits_only(concept_model, vocab):
     assert float(after[0, base + 1]) == float("-inf")  # slot 2 is empty: no bias makes it possible
 
 
+def test_a_copy_is_read_back_as_the_word_it_wrote(concept_model, vocab):
+    """After the copy of "cat" the decoder goes on as after the word "cat"; "cats", which the
+    vocabulary lacks, and an empty slot's copy are read as the copy token itself."""
+    base = len(vocab) - 2 * SLOTS
+    with torch.inference_mode():
+        _, after_a = concept_model.step(torch.tensor([vocab.id_of("a")]), concept_model.init_state(maps_with([True])))
+        copied, _ = concept_model.step(torch.tensor([base]), after_a)
+        written, _ = concept_model.step(torch.tensor([vocab.id_of("cat")]), after_a)
+        plural, _ = concept_model.step(torch.tensor([base + SLOTS]), after_a)
+    assert torch.equal(copied, written) and not torch.allclose(plural, written)
+    reads = concept_model.token_reads(concept_model.concepts(maps_with([True, False])))
+    assert int(reads[0, base]) == vocab.id_of("cat") and int(reads[0, base + SLOTS]) == base + SLOTS
+    assert int(reads[1, base]) == base  # slot 1 of the second image is empty
+    assert torch.equal(reads[:, :base], torch.arange(base).expand(2, -1))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_compiled_greedy_loop_reads_copies_back_as_the_reference_does(concept_model, vocab, native):
+    concept_model.config = dataclasses.replace(concept_model.config, copy_bias=6.0)  # it copies the cat
+    fused = concept_model.for_inference("fp16", native=native)
+    maps = maps_with([True, False, True])
+    ids = {"start_id": vocab.start_id, "end_id": vocab.end_id, "max_length": 6}
+    expected = greedy_decode(concept_model, maps, **ids)
+    assert any(token >= len(vocab) - 2 * SLOTS for token in expected[0].token_ids)
+    assert [d.token_ids for d in greedy_decode(fused, maps, **ids)] == [d.token_ids for d in expected]
+
+
 def test_attention_weights_cover_the_image_locations_only(concept_model):
     state = concept_model.init_state(maps_with([True, False]))
     _, state = concept_model.step(torch.tensor([1, 1]), state)
@@ -145,8 +173,8 @@ def test_decoding_with_read_concepts_uses_them_for_those_features_only(concept_m
         # read as if both showed the cat: the bound features' slot masks follow what was read
         cat = concept_model.concepts(maps_with([True, True]))
         told = with_read_concepts(decoder, maps, cat)
-        assert bool((told.init_state(maps)[-1][:, 0] == 0).all())
-        assert float(told.init_state(maps[1:])[-1][0, 0]) == float("-inf")  # other features: read afresh
+        assert bool((told.init_state(maps)[-2][:, 0] == 0).all())  # the slot mask
+        assert float(told.init_state(maps[1:])[-2][0, 0]) == float("-inf")  # other features: read afresh
 
 
 def test_the_table_and_integer_buffers_survive_a_checkpoint(concept_model, vocab, table, tmp_path):

@@ -143,10 +143,13 @@ def test_the_wrapper_reads_maps_only(attention_model):
         TunedEncoderDecoder(attention_model, top).init_state(torch.zeros(1, 49, 192))
 
 
+_TINY_VOCAB = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "cat", *slot_tokens(3)])
+
+
 def _concept_decoder(encoder) -> ConceptAttentionDecoder:
     """A small concept decoder over Lite0's maps, holding the encoder's ImageNet head."""
     table = ConceptTable.load()
-    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "cat", *slot_tokens(3)])
+    vocab = _TINY_VOCAB
     config = ModelConfig(
         feature_dim=encoder.feature_dim,
         vocab_size=len(vocab),
@@ -159,7 +162,7 @@ def _concept_decoder(encoder) -> ConceptAttentionDecoder:
         concept_threshold=0.05,
     )
     decoder = ConceptAttentionDecoder(config)
-    prepare_concept_decoder(decoder, table, encoder)
+    prepare_concept_decoder(decoder, table, encoder, vocab)
     return decoder
 
 
@@ -213,8 +216,8 @@ def test_a_concept_decoder_is_refused_over_a_top_tuned_without_its_head(attentio
     tuned, _, kept = encoder_to_train_on("efficientnet_lite0", load_checkpoint(path))
     assert tuned.imagenet_head is None and kept["encoder_tuned_stages"] == 1
     with pytest.raises(ValueError, match="if fine-tuned, kept the head"):
-        prepare_concept_decoder(_concept_decoder(encoder), ConceptTable.load(), tuned)
+        prepare_concept_decoder(_concept_decoder(encoder), ConceptTable.load(), tuned, _TINY_VOCAB)
     kept_head, _, _ = encoder_to_train_on("efficientnet_lite0", load_checkpoint(path), keep_imagenet_head=True)
     decoder = _concept_decoder(encoder)
-    prepare_concept_decoder(decoder, ConceptTable.load(), kept_head)
+    prepare_concept_decoder(decoder, ConceptTable.load(), kept_head, _TINY_VOCAB)
     assert torch.equal(decoder.imagenet_weight, encoder.imagenet_head.weight.to(decoder.imagenet_weight.dtype))

@@ -44,8 +44,9 @@ def concept_vocabulary(base: Vocabulary, slots: int) -> Vocabulary:
     return Vocabulary([*base.tokens, *slot_tokens(slots)])
 
 
-def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: ImageEncoder) -> None:
-    """Give a fresh concept decoder its table and a copy of the encoder's ImageNet head."""
+def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: ImageEncoder, vocab: Vocabulary) -> None:
+    """Give a fresh concept decoder its table, a copy of the encoder's ImageNet head and, from its
+    vocabulary ``vocab``, the words its copy tokens are read back as."""
     if encoder.imagenet_head is None:
         raise ValueError(
             f"the {encoder.spec.name} encoder has no ImageNet head; a concept decoder needs an EfficientNet-Lite "
@@ -53,6 +54,7 @@ def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: Imag
             "training.train --keep-imagenet-head reads it through a top tuned without it)"
         )
     model.set_concept_table(table.class_index(), encoder.imagenet_head)
+    model.read_copies_as_words(table.words, table.plurals, vocab)
 
 
 def slotted_caption_pairs(

@@ -185,7 +185,7 @@ def _train(config: TrainConfig, job: Distributed) -> Path:
 
     model = build_decoder(_model_config(config.model, encoder.feature_dim, len(vocab), table)).to(job.device)
     if table is not None:
-        prepare_concept_decoder(model, table, encoder)
+        prepare_concept_decoder(model, table, encoder, vocab)
     if initial is not None:
         fresh = start_from(model, initial.model, initial.vocab, vocab, table)
         job.log(f"started from {config.init}; new: {', '.join(fresh) or 'nothing'}")

@@ -1,10 +1,11 @@
 """CPU inference form of the concept decoder: the fused soft-attention kernels over ``L + K`` memories.
 
 The concept decoder differs from soft attention only before the first word (its memories are
-the image's locations followed by the concept slots) and in an additive mask on the slot
-tokens' logits, so :class:`FusedConceptDecoder` builds its state once in Python and then runs
-the soft-attention decoder's fused step and compiled greedy loop unchanged, the slot mask
-passed as the loop's per-image logit mask.
+the image's locations followed by the concept slots), in an additive mask on the slot tokens'
+logits and in reading a copy token back as its word, so :class:`FusedConceptDecoder` builds its
+state once in Python and then runs the soft-attention decoder's fused step and compiled greedy
+loop unchanged, the slot mask passed as the loop's per-image logit mask and the words read back
+as its per-image token reads.
 """
 
 from __future__ import annotations
@@ -36,26 +37,29 @@ class FusedConceptDecoder(FusedAttentionDecoder):
 
     def _concept_state(
         self, features: torch.Tensor, concepts: ImageConcepts | None = None
-    ) -> tuple[State, torch.Tensor]:
-        """The kernels' state before ``<start>`` over the locations and slots, and the slot mask
-        (B, 2K); ``concepts``: the features' concepts where already read."""
+    ) -> tuple[State, torch.Tensor, torch.Tensor]:
+        """The kernels' state before ``<start>`` over the locations and slots, the slot mask (B, 2K)
+        and the token each token is read as (B, V); ``concepts``: the features' concepts where
+        already read."""
         concepts = self.reference.concepts(features) if concepts is None else concepts
         if features.dim() == 4:
             features = features.flatten(2).transpose(1, 2)
         slots = self.reference.concept_memories(concepts, self.word_memories)
         memories = torch.cat([self.projected(features), slots], dim=1)
-        return self.state_over(memories), self.reference.slot_mask(concepts)  # over L + K memories
+        reads = self.reference.token_reads(concepts)
+        return self.state_over(memories), self.reference.slot_mask(concepts), reads  # over L + K memories
 
     def init_state(self, features: torch.Tensor, concepts: ImageConcepts | None = None):
-        (h, c, memories, keys, from_h), mask = self._concept_state(features, concepts)
+        (h, c, memories, keys, from_h), mask, reads = self._concept_state(features, concepts)
         weights = torch.full(memories.shape[:2], 1.0 / memories.shape[1], device=memories.device)
-        return h, c, memories, keys, weights, from_h, mask
+        return h, c, memories, keys, weights, from_h, mask, reads
 
     def step(self, tokens: torch.Tensor, state):
-        *fused, mask = state
-        logits, fused = super().step(tokens, tuple(fused))
+        """One word, as :meth:`ConceptAttentionDecoder.step`: a copy token is read as its word."""
+        *fused, mask, reads = state
+        logits, fused = super().step(reads.gather(1, tokens[:, None]).squeeze(1), tuple(fused))
         logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
-        return logits, (*fused, mask)
+        return logits, (*fused, mask, reads)
 
     def greedy_records(
         self,
@@ -67,12 +71,12 @@ class FusedConceptDecoder(FusedAttentionDecoder):
     ) -> list[Record]:
         """The compiled greedy loop with the slot mask as a per-image logit mask (B, V); the records'
         attention weights cover the image's locations only, as :meth:`attention_weights` does."""
-        state, slot_mask = self._concept_state(features, concepts)
+        state, slot_mask, reads = self._concept_state(features, concepts)
         per_image = torch.zeros(slot_mask.shape[0], self.vocab_size, device=slot_mask.device)
         per_image[:, self.base_vocab_size :] = slot_mask * options["scale"]  # as step's mask, then scaled
         if mask is not None:
             per_image += mask
-        records = self._greedy(state, self._weights, mask=per_image, **options)
+        records = self._greedy(state, self._weights, mask=per_image, reads=reads, **options)
         return [(*record[:5], record[5][:, : -self.slots]) for record in records]
 
     def attention_weights(self, state) -> torch.Tensor:
@@ -81,5 +85,6 @@ class FusedConceptDecoder(FusedAttentionDecoder):
 
     @staticmethod
     def select_state(state, indices: torch.Tensor):
-        *fused, mask = state
-        return (*FusedAttentionDecoder.select_state(tuple(fused), indices), mask.index_select(0, indices))
+        *fused, mask, reads = state
+        selected = FusedAttentionDecoder.select_state(tuple(fused), indices)
+        return (*selected, mask.index_select(0, indices), reads.index_select(0, indices))

@@ -9,6 +9,8 @@ tokens, "the word in slot k" and its plural; generating one copies that word int
 caption, which is how the decoder names things its caption corpus never showed (after DCC /
 DNOC: training captions have the image's concept words replaced by slot tokens). A slot with
 no concept can never be generated: a low-confidence concept is never forced into a caption.
+At the next step a copy is read back as the word it wrote, where the vocabulary has that word,
+so the decoder goes on from "dog", not from "some concept" (which it followed with "dog").
 
 Everything past ``init_state`` is the soft-attention step over ``L + K`` memories plus one
 additive mask on the slot tokens' logits, so the fused inference form of soft attention
@@ -16,6 +18,8 @@ runs it unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -25,12 +29,13 @@ from captioner.config import ModelConfig
 from captioner.decoders.concept_attention.fused import FusedConceptDecoder
 from captioner.decoders.soft_attention.model import SoftAttentionDecoder
 from captioner.precision import check_precision
+from captioner.vocab import Vocabulary
 
 __all__ = ["ConceptAttentionDecoder", "ConceptState"]
 
 # (h, c, memories (B, L + K, E), attention keys (B, L + K, A), last attention weights (B, L + K),
-#  additive mask on the slot tokens' logits (B, 2K): 0 or -inf)
-ConceptState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#  additive mask on the slot tokens' logits (B, 2K): 0 or -inf, the token each token is read as (B, V))
+ConceptState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class ConceptAttentionDecoder(SoftAttentionDecoder):
@@ -54,6 +59,9 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
         self.register_buffer("imagenet_bias", torch.zeros(config.num_classes))
         self.register_buffer("class_words", torch.full((config.num_classes,), -1, dtype=torch.long))
         self.register_buffer("word_vectors", torch.zeros(config.concept_words, config.feature_dim))
+        # each concept word's vocabulary id, singular and plural (-1: not in the vocabulary); set
+        # from the vocabulary by read_copies_as_words, so not stored in checkpoints
+        self.register_buffer("copy_reads", torch.full((config.concept_words, 2), -1), persistent=False)
         self.concept_glue = nn.Sequential(nn.LayerNorm(config.feature_dim), nn.Linear(config.feature_dim, e))
         self.confidence = nn.Linear(2, e)
         self.empty_slot = nn.Parameter(torch.zeros(e))
@@ -70,6 +78,23 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
             sums = torch.zeros_like(self.word_vectors).index_add_(0, class_words[mapped], weight[mapped])
             counts = torch.bincount(class_words[mapped], minlength=self.word_vectors.shape[0]).clamp(min=1)
             self.word_vectors.copy_(sums / counts[:, None])
+
+    def read_copies_as_words(self, words: Sequence[str], plurals: Sequence[str], vocab: Vocabulary) -> None:
+        """Read a copy token back as the word it wrote (``words[i]`` or ``plurals[i]`` for concept
+        word ``i``), where ``vocab`` (the decoder's tokens) has it; elsewhere as itself."""
+        ids = [[-1 if vocab.id_of(w) == vocab.unk_id else vocab.id_of(w) for w in pair] for pair in zip(words, plurals)]
+        self.copy_reads.copy_(torch.tensor(ids, dtype=torch.long).view(-1, 2))
+
+    def token_reads(self, concepts: ImageConcepts) -> torch.Tensor:
+        """(B, V) long: the token each token is read as at the next step; every token itself, but
+        a filled slot's copy tokens, which read as the slot's word (singular, plural)."""
+        words = concepts.word_ids.repeat(1, 2)  # (B, 2K): the word each copy token writes
+        plural = torch.arange(2 * self.slots, device=words.device) >= self.slots
+        read = self.copy_reads[words.clamp(min=0), plural.long()]
+        copies = torch.arange(self.base_vocab_size, self.config.vocab_size, device=words.device)
+        read = torch.where((words >= 0) & (read >= 0), read, copies)
+        words_themselves = torch.arange(self.base_vocab_size, device=words.device).expand(len(words), -1)
+        return torch.cat([words_themselves, read], dim=1)
 
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The ImageNet head's logits (B, 1000) for maps (B, C, H, W) or locations (B, L, C)."""
@@ -131,14 +156,15 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
         mean = memories.mean(dim=1)
         weights = torch.full(memories.shape[:2], 1.0 / memories.shape[1], device=memories.device)
         h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
-        return h, c, memories, self.key(memories), weights, self.slot_mask(concepts)
+        return h, c, memories, self.key(memories), weights, self.slot_mask(concepts), self.token_reads(concepts)
 
     def step(self, tokens: torch.Tensor, state: ConceptState) -> tuple[torch.Tensor, ConceptState]:
-        """One word: tokens (B,) -> logits (B, V), empty slots masked; the state keeps this step's attention."""
-        *attention, mask = state
-        logits, attention = super().step(tokens, tuple(attention))
+        """One word: tokens (B,) -> logits (B, V), empty slots masked; the state keeps this step's
+        attention. A copy token is read as the word it wrote."""
+        *attention, mask, reads = state
+        logits, attention = super().step(reads.gather(1, tokens[:, None]).squeeze(1), tuple(attention))
         logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
-        return logits, (*attention, mask)
+        return logits, (*attention, mask, reads)
 
     def forward_with_attention(self, features: torch.Tensor, captions: torch.Tensor):
         """Logits (B, T-1, V) and attention weights (B, T-1, L) over the image's locations."""
@@ -151,8 +177,9 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
 
     @staticmethod
     def select_state(state: ConceptState, indices: torch.Tensor) -> ConceptState:
-        *attention, mask = state
-        return (*SoftAttentionDecoder.select_state(tuple(attention), indices), mask.index_select(0, indices))
+        *attention, mask, reads = state
+        selected = SoftAttentionDecoder.select_state(tuple(attention), indices)
+        return (*selected, mask.index_select(0, indices), reads.index_select(0, indices))
 
     def for_inference(self, precision: str, *, native: bool = True) -> nn.Module:
         """In ``fp16`` the :class:`FusedConceptDecoder`; otherwise as :meth:`Decoder.for_inference`."""

@@ -221,24 +221,26 @@ void initial_state_boxed(const c10::OperatorHandle&, Stack* stack) {
   torch::jit::push(*stack, s.h, s.c, s.locations, s.keys, s.from_h);
 }
 
-// greedy(h, c, locations, keys, from_h, <weights>, mask, scale, start_id, end_id, max_length, top_k)
+// greedy(h, c, locations, keys, from_h, <weights>, mask, reads, scale, start_id, end_id, max_length, top_k)
 //   -> per step: rows, top log-probs, top ids, chosen tokens, chosen log-probs, attention (flattened),
 // as captioner.decoders.soft_attention.kernels.fused_greedy computes them.
 void greedy_boxed(const c10::OperatorHandle&, Stack* stack) {
-  auto args = torch::jit::pop(*stack, 16);
+  auto args = torch::jit::pop(*stack, 17);
   c10::InferenceMode guard;
   State s = state_from(args, 0);
   const Weights w = weights_from(args, 5);
   const auto mask = args[10].toOptional<at::Tensor>();
-  const double scale = args[11].toDouble();
-  const int64_t start_id = args[12].toInt(), end_id = args[13].toInt();
-  const int64_t max_length = args[14].toInt(), top_k = args[15].toInt();
+  const auto reads = args[11].toOptional<at::Tensor>();  // (B, V): the token each chosen one is read as
+  const double scale = args[12].toDouble();
+  const int64_t start_id = args[13].toInt(), end_id = args[14].toInt();
+  const int64_t max_length = args[15].toInt(), top_k = args[16].toInt();
   const auto ids = s.h.options().dtype(at::kLong);
   at::Tensor rows = at::arange(s.h.size(0), ids);  // which image each batch row is
   at::Tensor tokens = at::full({s.h.size(0)}, start_id, ids);
+  at::Tensor inputs = tokens;
   std::vector<at::Tensor> records;
   for (int64_t i = 0; i < max_length; ++i) {
-    auto [logits, attention] = step(tokens, s, w);
+    auto [logits, attention] = step(inputs, s, w);
     if (mask.has_value()) {  // (V,) for every image, or (B, V) one row per image
       const bool per_image = mask->dim() == 2 && mask->size(0) != 1;
       logits = at::add(per_image ? mask->index_select(0, rows) : *mask, logits, scale);
@@ -266,6 +268,8 @@ void greedy_boxed(const c10::OperatorHandle&, Stack* stack) {
       s.c = s.c.index_select(0, keep);
       s.from_h = s.from_h.index_select(0, keep);
     }
+    inputs = reads.has_value() ? reads->index_select(0, rows).gather(1, tokens.unsqueeze(1)).squeeze(1).contiguous()
+                               : tokens;
   }
   torch::jit::push(*stack, c10::IValue(records));
 }
@@ -285,7 +289,7 @@ TORCH_LIBRARY(captioner, m) {
   m.def(("step(Tensor tokens, " + state + ", " + weights + ") -> (Tensor, Tensor, Tensor, Tensor, Tensor)").c_str(),
         torch::CppFunction::makeFromBoxedFunction<&step_boxed>());
   m.def(("greedy(" + state + ", " + weights +
-         ", Tensor? mask, float scale, int start_id, int end_id, int max_length, int top_k) -> Tensor[]")
+         ", Tensor? mask, Tensor? reads, float scale, int start_id, int end_id, int max_length, int top_k) -> Tensor[]")
             .c_str(),
         torch::CppFunction::makeFromBoxedFunction<&greedy_boxed>());
 }

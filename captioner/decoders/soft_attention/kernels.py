@@ -68,16 +68,20 @@ def fused_greedy(
     end_id: int,
     max_length: int,
     top_k: int,
+    reads: torch.Tensor | None = None,
 ) -> list[Record]:
     """Greedy decoding from the state before ``<start>``: the per-step records that
     :func:`captioner.decoding.greedy_decode` turns into captions, computed as its Python loop
-    computes them (log-softmax of ``mask + scale * logits``; finished captions leave the batch)."""
+    computes them (log-softmax of ``mask + scale * logits``; finished captions leave the batch).
+    ``reads`` (B, V): the token each chosen token is read as at the next step (a concept
+    decoder's copy, as the word it wrote); None: as itself."""
     device = state[0].device
     rows = torch.arange(state[0].shape[0], device=device)  # which image each batch row is
     tokens = torch.full([state[0].shape[0]], start_id, dtype=torch.long, device=device)
+    inputs = tokens
     records: list[Record] = []
     for _ in range(max_length):
-        logits, attention, state = fused_step(tokens, state, weights)
+        logits, attention, state = fused_step(inputs, state, weights)
         if mask is not None:  # (V,) for every image, or (B, V) one row per image
             per_image = mask.dim() == 2 and mask.shape[0] != 1
             logits = torch.add(mask.index_select(0, rows) if per_image else mask, logits, alpha=scale)
@@ -97,4 +101,5 @@ def fused_greedy(
             if locations.shape[0] != 1:  # one image per row: select the rows' images too
                 locations, keys = locations.index_select(0, keep), keys.index_select(0, keep)
             state = (h.index_select(0, keep), c.index_select(0, keep), locations, keys, from_h.index_select(0, keep))
+        inputs = tokens if reads is None else reads.index_select(0, rows).gather(1, tokens[:, None]).squeeze(1)
     return records

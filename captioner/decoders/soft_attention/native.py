@@ -133,7 +133,8 @@ def native_greedy(
     end_id: int,
     max_length: int,
     top_k: int,
+    reads: torch.Tensor | None = None,
 ) -> list[Record]:
     """Greedy decoding, as :func:`.kernels.fused_greedy`, in C++."""
-    flat = torch.ops.captioner.greedy.default(*state, *weights, mask, scale, start_id, end_id, max_length, top_k)
+    flat = torch.ops.captioner.greedy.default(*state, *weights, mask, reads, scale, start_id, end_id, max_length, top_k)
     return [tuple(flat[i : i + _RECORD_SIZE]) for i in range(0, len(flat), _RECORD_SIZE)]
