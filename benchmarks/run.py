@@ -244,9 +244,8 @@ def _ratios(rows: dict, batch: int, chunk: int) -> dict[str, float]:
     if CONCEPT_BRANCH in rows:
         ratios["concept branch / encoder batch 1"] = ms(CONCEPT_BRANCH) / ms("encoder forward, batch 1")
     if SEARCHED in rows:
-        ratios[f"a required concept searched again / greedy alone ({CONCEPT_PHOTO.name})"] = ms(SEARCHED) / ms(
-            NOT_SEARCHED
-        )
+        searched_again = f"a required concept searched again / greedy alone ({CONCEPT_PHOTO.name})"
+        ratios[searched_again] = ms(SEARCHED) / ms(NOT_SEARCHED)
         ratios["a required concept searched again / encoder batch 1"] = ms(SEARCHED) / ms("encoder forward, batch 1")
     if APP in rows:
         ratios["app round trip / Gradio's no-op floor"] = ms(APP) / ms(FLOOR)

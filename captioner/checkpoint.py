@@ -196,7 +196,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         model = build_decoder(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
     if concepts is not None and model.reads_concepts:  # a copy is read back as the word it wrote
-        model.read_copies_as_words(concepts.words, concepts.plurals, vocab)
+        model.read_copies_as_words(concepts, vocab)
     model.to(device).eval()
     return Checkpoint(
         config,

@@ -59,7 +59,7 @@ def concept_model(vocab: Vocabulary, table: ConceptTable) -> ConceptAttentionDec
         for parameter in model.parameters():
             parameter.copy_(parameter.half().float())
     model.set_concept_table(table.class_index(), head)
-    model.read_copies_as_words(table.words, table.plurals, vocab)
+    model.read_copies_as_words(table, vocab)
     return model.eval()
 
 

@@ -54,7 +54,7 @@ def prepare_concept_decoder(model: nn.Module, table: ConceptTable, encoder: Imag
             "training.train --keep-imagenet-head reads it through a top tuned without it)"
         )
     model.set_concept_table(table.class_index(), encoder.imagenet_head)
-    model.read_copies_as_words(table.words, table.plurals, vocab)
+    model.read_copies_as_words(table, vocab)
 
 
 def slotted_caption_pairs(

@@ -204,6 +204,7 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
     """The copy bias, the ``<end>`` row, temperature and decoding chosen on ``val``, ``test`` read
     once, the export."""
     test, test_greedy = str(p.root / "test.json"), str(p.root / "test_greedy.json")
+    on_test = ("--checkpoint", ship, *p.data_args(), "--split", "test")
     # concepts the head is sure of and a caption leaves out, searched for again from the probability
     # chosen on val under greedy decoding; then the beams, with that probability kept
     concepts = "--beams 1 --require-concepts 0 0.5 0.6 0.7 0.8 0.9 --apply"
@@ -222,21 +223,9 @@ def _choose_test_export(p: StagePaths, ship: str) -> list[Stage]:
             "tune_decoding", "tune_decoding", ("--checkpoint", ship, *p.common(), *concepts.split(), *p.thread_args())
         ),
         Stage("tune_beams", "tune_decoding", ("--checkpoint", ship, *p.common(), *beams.split(), *p.thread_args())),
-        Stage(
-            "test",
-            "evaluate",
-            ("--checkpoint", ship, *p.data_args(), "--split", "test", "--out", test, *p.thread_args()),
-        ),
-        Stage(  # the app's other choice, reported beside the default
-            "test_greedy",
-            "evaluate",
-            (
-                *("--checkpoint", ship, *p.data_args(), "--split", "test", "--beam", "1"),
-                "--out",
-                test_greedy,
-                *p.thread_args(),
-            ),
-        ),
+        Stage("test", "evaluate", (*on_test, "--out", test, *p.thread_args())),
+        # the app's other choice, reported beside the default
+        Stage("test_greedy", "evaluate", (*on_test, "--beam", "1", "--out", test_greedy, *p.thread_args())),
         Stage(
             "export",
             "export",

@@ -10,6 +10,7 @@ as its per-image token reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +22,22 @@ if TYPE_CHECKING:
     from captioner.concepts import ImageConcepts
     from captioner.decoders.concept_attention.model import ConceptAttentionDecoder
 
-__all__ = ["FusedConceptDecoder"]
+__all__ = ["FusedConceptDecoder", "concept_step"]
+
+
+def concept_step(
+    soft_attention_step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]],
+    base_vocab_size: int,
+    tokens: torch.Tensor,
+    state: tuple,
+) -> tuple[torch.Tensor, tuple]:
+    """One word of a concept decoder over ``soft_attention_step`` (either form's): each token read
+    as its state's token reads say (a copy as the word it wrote), the slot mask added to the copy
+    tokens' logits; the state's last two entries, the mask and the reads, carried on."""
+    *attention, mask, reads = state
+    logits, attention = soft_attention_step(reads.gather(1, tokens[:, None]).squeeze(1), tuple(attention))
+    logits = torch.cat([logits[:, :base_vocab_size], logits[:, base_vocab_size:] + mask], dim=1)
+    return logits, (*attention, mask, reads)
 
 
 class FusedConceptDecoder(FusedAttentionDecoder):
@@ -56,10 +72,7 @@ class FusedConceptDecoder(FusedAttentionDecoder):
 
     def step(self, tokens: torch.Tensor, state):
         """One word, as :meth:`ConceptAttentionDecoder.step`: a copy token is read as its word."""
-        *fused, mask, reads = state
-        logits, fused = super().step(reads.gather(1, tokens[:, None]).squeeze(1), tuple(fused))
-        logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
-        return logits, (*fused, mask, reads)
+        return concept_step(super().step, self.base_vocab_size, tokens, state)
 
     def greedy_records(
         self,

@@ -19,14 +19,12 @@ runs it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from captioner.concepts import ImageConcepts, image_concepts
+from captioner.concepts import ConceptTable, ImageConcepts, image_concepts
 from captioner.config import ModelConfig
-from captioner.decoders.concept_attention.fused import FusedConceptDecoder
+from captioner.decoders.concept_attention.fused import FusedConceptDecoder, concept_step
 from captioner.decoders.soft_attention.model import SoftAttentionDecoder
 from captioner.precision import check_precision
 from captioner.vocab import Vocabulary
@@ -79,11 +77,11 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
             counts = torch.bincount(class_words[mapped], minlength=self.word_vectors.shape[0]).clamp(min=1)
             self.word_vectors.copy_(sums / counts[:, None])
 
-    def read_copies_as_words(self, words: Sequence[str], plurals: Sequence[str], vocab: Vocabulary) -> None:
-        """Read a copy token back as the word it wrote (``words[i]`` or ``plurals[i]`` for concept
-        word ``i``), where ``vocab`` (the decoder's tokens) has it; elsewhere as itself."""
-        ids = [[-1 if vocab.id_of(w) == vocab.unk_id else vocab.id_of(w) for w in pair] for pair in zip(words, plurals)]
-        self.copy_reads.copy_(torch.tensor(ids, dtype=torch.long).view(-1, 2))
+    def read_copies_as_words(self, table: ConceptTable, vocab: Vocabulary) -> None:
+        """Read a copy token back as the word it wrote (the table's word or its plural), where
+        ``vocab`` (the decoder's tokens) has it; elsewhere as itself."""
+        ids = [vocab.id_of(word) for pair in zip(table.words, table.plurals) for word in pair]
+        self.copy_reads.copy_(torch.tensor([-1 if i == vocab.unk_id else i for i in ids]).view(-1, 2))
 
     def token_reads(self, concepts: ImageConcepts) -> torch.Tensor:
         """(B, V) long: the token each token is read as at the next step; every token itself, but
@@ -161,10 +159,7 @@ class ConceptAttentionDecoder(SoftAttentionDecoder):
     def step(self, tokens: torch.Tensor, state: ConceptState) -> tuple[torch.Tensor, ConceptState]:
         """One word: tokens (B,) -> logits (B, V), empty slots masked; the state keeps this step's
         attention. A copy token is read as the word it wrote."""
-        *attention, mask, reads = state
-        logits, attention = super().step(reads.gather(1, tokens[:, None]).squeeze(1), tuple(attention))
-        logits = torch.cat([logits[:, : self.base_vocab_size], logits[:, self.base_vocab_size :] + mask], dim=1)
-        return logits, (*attention, mask, reads)
+        return concept_step(super().step, self.base_vocab_size, tokens, state)
 
     def forward_with_attention(self, features: torch.Tensor, captions: torch.Tensor):
         """Logits (B, T-1, V) and attention weights (B, T-1, L) over the image's locations."""

@@ -268,8 +268,7 @@ void greedy_boxed(const c10::OperatorHandle&, Stack* stack) {
       s.c = s.c.index_select(0, keep);
       s.from_h = s.from_h.index_select(0, keep);
     }
-    inputs = reads.has_value() ? reads->index_select(0, rows).gather(1, tokens.unsqueeze(1)).squeeze(1).contiguous()
-                               : tokens;
+    inputs = reads.has_value() ? reads->take(rows * reads->size(1) + tokens) : tokens;  // reads[rows, tokens]
   }
   torch::jit::push(*stack, c10::IValue(records));
 }

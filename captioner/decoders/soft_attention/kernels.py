@@ -101,5 +101,5 @@ def fused_greedy(
             if locations.shape[0] != 1:  # one image per row: select the rows' images too
                 locations, keys = locations.index_select(0, keep), keys.index_select(0, keep)
             state = (h.index_select(0, keep), c.index_select(0, keep), locations, keys, from_h.index_select(0, keep))
-        inputs = tokens if reads is None else reads.index_select(0, rows).gather(1, tokens[:, None]).squeeze(1)
+        inputs = tokens if reads is None else reads.take(rows * reads.shape[1] + tokens)  # reads[rows, tokens]
     return records
